@@ -1,0 +1,132 @@
+"""The engine interface: a batch of conversations + sampling settings (+ an optional LoRA adapter per request)
+in, completions out.
+
+Backends implement `generate` and `score`. `make_engine` picks the backend: `vllm` when importable (offline
+`vllm.LLM`, tensor parallel, prefix caching, multi-LoRA), `hf` (transformers batched generation with PEFT),
+`openai` (any OpenAI-compatible endpoint; the key comes from an environment variable and is never logged).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field as dc_field
+from typing import Literal
+
+from character.config import field
+
+Backend = Literal["auto", "vllm", "hf", "openai"]
+
+
+@dataclass
+class Sampling:
+    """Sampling settings, shared by all backends."""
+
+    temperature: float = field(0.7, help="sampling temperature; 0 is greedy")
+    top_p: float = field(0.95, help="nucleus sampling mass")
+    top_k: int = field(-1, help="top-k cut-off; -1 disables")
+    min_p: float = field(0.0, help="min-p cut-off relative to the top token; 0 disables")
+    repetition_penalty: float = field(1.0, help="repetition penalty; 1 disables")
+    max_tokens: int = field(256, help="new tokens per completion")
+    seed: int | None = field(0, help="random seed (per request: seed + request index)")
+    n: int = field(1, help="completions per request")
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.max_tokens < 1 or self.n < 1:
+            raise ValueError("max_tokens and n must be >= 1")
+
+
+@dataclass
+class Request:
+    """One conversation to continue.
+
+    `messages` are chat messages ({"role", "content"}). `prefill` is text the assistant's reply starts with
+    (it is part of the returned text's prompt, not of the completion). `adapter` is a PEFT adapter directory
+    served on top of the base model for this request only.
+    """
+
+    messages: list[dict]
+    prefill: str | None = None
+    adapter: str | None = None
+
+
+@dataclass
+class Completion:
+    """The n samples for one request; finish_reason is "stop" (ended by EOS/stop) or "length" (cut off)."""
+
+    texts: list[str]
+    finish_reasons: list[str] = dc_field(default_factory=list)
+
+
+@dataclass
+class EngineConfig:
+    """Which model and backend generate, and how."""
+
+    model: str = field("smollm2-135m", help="alias, local checkpoint dir or hub id (openai: the served model name)")
+    backend: Backend = field("auto", help="auto (vllm if importable, else hf), vllm, hf or openai")
+    dtype: str = field("bfloat16", help="weights dtype for vllm/hf")
+    max_model_len: int = field(4096, help="longest prompt + completion in tokens")
+    tensor_parallel_size: int = field(0, help="vllm: GPUs per model; 0 = all visible GPUs (1 on CPU)")
+    gpu_memory_utilization: float = field(0.0, help="vllm: memory share for weights + KV cache (on CPU: share of RAM); 0 = auto (0.9 GPU, 0.3 CPU)")
+    enforce_eager: bool | None = field(None, help="vllm: skip graph capture (faster start); default: on for CPU")
+    enable_prefix_caching: bool = field(True, help="vllm: reuse the KV cache of shared prefixes (system prompts)")
+    max_lora_rank: int = field(64, help="vllm: largest LoRA rank served")
+    max_loras: int = field(4, help="vllm: adapters resident at once")
+    batch_size: int = field(32, help="hf: prompts per generate() call")
+    trust_remote_code: bool = field(False, help="run model code shipped with the checkpoint (off unless you trust it)")
+    base_url: str = field("http://127.0.0.1:8000/v1", help="openai: endpoint base URL")
+    api_key_env: str = field("OPENAI_API_KEY", help="openai: NAME of the environment variable holding the key")
+    concurrency: int = field(8, help="openai: requests in flight")
+    timeout: float = field(120.0, help="openai: seconds per request")
+    max_retries: int = field(5, help="openai: retries on 429/5xx/timeouts, with exponential backoff")
+
+
+class Engine:
+    """A loaded model. Use as a context manager or call close()."""
+
+    config: EngineConfig
+
+    def generate(self, requests: list[Request], sampling: Sampling, progress: str | None = None) -> list[Completion]:
+        """One Completion per request, in order."""
+        raise NotImplementedError
+
+    def score(self, requests: list[Request], continuations: list[list[str]]) -> list[list[float]]:
+        """Sum of log-probabilities of each candidate continuation of each request's assistant turn.
+
+        The continuation follows the chat-templated prompt (plus prefill). Used for multiple-choice capability
+        scoring and for reading an LLM judge's choice from its log-probabilities.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_engine(config: EngineConfig) -> Engine:
+    backend = config.backend
+    if backend == "auto":
+        backend = "vllm" if vllm_available() else "hf"
+    if backend == "vllm":
+        from character.engine.vllm import VLLMEngine
+
+        return VLLMEngine(config)
+    if backend == "hf":
+        from character.engine.hf import HFEngine
+
+        return HFEngine(config)
+    from character.engine.openai import OpenAIEngine
+
+    return OpenAIEngine(config)
