@@ -10,4 +10,5 @@ from character.engine.base import (  # noqa: F401
     Request,
     Sampling,
     make_engine,
+    subset,
 )

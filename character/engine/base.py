@@ -69,19 +69,19 @@ class EngineConfig:
     backend: Backend = field("auto", help="auto (vllm if importable, else hf), vllm, hf or openai")
     dtype: str = field("bfloat16", help="weights dtype for vllm/hf")
     max_model_len: int = field(4096, help="longest prompt + completion in tokens")
-    tensor_parallel_size: int = field(0, help="vllm: GPUs per model; 0 = all visible GPUs (1 on CPU)")
-    gpu_memory_utilization: float = field(0.0, help="vllm: memory share for weights + KV cache (on CPU: share of RAM); 0 = auto (0.9 GPU, 0.3 CPU)")
-    enforce_eager: bool | None = field(None, help="vllm: skip graph capture (faster start); default: on for CPU")
+    tensor_parallel_size: int = field(0, help="vllm: GPUs per model; 0 = all visible GPUs (1 on CPU)", hash=False)
+    gpu_memory_utilization: float = field(0.0, help="vllm: memory share for weights + KV cache (on CPU: share of RAM); 0 = auto (0.9 GPU, 0.3 CPU)", hash=False)
+    enforce_eager: bool | None = field(None, help="vllm: skip graph capture (faster start); default: on for CPU", hash=False)
     enable_prefix_caching: bool = field(True, help="vllm: reuse the KV cache of shared prefixes (system prompts)")
     max_lora_rank: int = field(64, help="vllm: largest LoRA rank served")
-    max_loras: int = field(4, help="vllm: adapters resident at once")
-    batch_size: int = field(32, help="hf: prompts per generate() call")
+    max_loras: int = field(4, help="vllm: adapters resident at once", hash=False)
+    batch_size: int = field(32, help="hf: prompts per generate() call", hash=False)
     trust_remote_code: bool = field(False, help="run model code shipped with the checkpoint (off unless you trust it)")
-    base_url: str = field("http://127.0.0.1:8000/v1", help="openai: endpoint base URL")
-    api_key_env: str = field("OPENAI_API_KEY", help="openai: NAME of the environment variable holding the key")
-    concurrency: int = field(8, help="openai: requests in flight")
-    timeout: float = field(120.0, help="openai: seconds per request")
-    max_retries: int = field(5, help="openai: retries on 429/5xx/timeouts, with exponential backoff")
+    base_url: str = field("http://127.0.0.1:8000/v1", help="openai: endpoint base URL", hash=False)
+    api_key_env: str = field("OPENAI_API_KEY", help="openai: NAME of the environment variable holding the key", hash=False)
+    concurrency: int = field(8, help="openai: requests in flight", hash=False)
+    timeout: float = field(120.0, help="openai: seconds per request", hash=False)
+    max_retries: int = field(5, help="openai: retries on 429/5xx/timeouts, with exponential backoff", hash=False)
 
 
 class Engine:
@@ -109,6 +109,14 @@ class Engine:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def subset(cfg, cls):
+    """The `cls` part of a flat stage config (stage configs inherit EngineConfig and Sampling fields)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
 
 
 def vllm_available() -> bool:
