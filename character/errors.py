@@ -29,6 +29,11 @@ def run_cli(fn: Callable[[], T]) -> T:
     except CharacterError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    except BrokenPipeError:  # `character ... | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
