@@ -82,6 +82,7 @@ class EngineConfig:
     concurrency: int = field(8, help="openai: requests in flight", hash=False)
     timeout: float = field(120.0, help="openai: seconds per request", hash=False)
     max_retries: int = field(5, help="openai: retries on 429/5xx/timeouts, with exponential backoff", hash=False)
+    enable_lora: bool | None = field(None, help="vllm: serve LoRA adapters; default: on when a request names one", hash=False)
 
 
 class Engine:
@@ -109,6 +110,21 @@ class Engine:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def render_prompt(tokenizer, request: Request) -> list[int]:
+    """Token ids of a request: the chat template with the assistant turn opened, then the prefill.
+
+    Ids, not text: a rendered template often already holds BOS, and tokenizing it again would add a second one.
+    """
+    text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    text += request.prefill or ""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def continuation_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a scored continuation, tokenized alone (what follows the prompt in `Engine.score`)."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def subset(cfg, cls):

@@ -1,0 +1,188 @@
+"""The transformers backend: batched `generate` with left padding and PEFT adapters, for machines without vLLM.
+
+Requests are grouped by adapter (one `set_adapter` per group; the base runs with adapters disabled), sorted by
+length so a batch pads little, and generated `batch_size` at a time. Sampling is seeded per batch, so results are
+reproducible for the same batch size but not identical to the vllm backend's.
+
+    python -c "from character.engine import *; e = make_engine(EngineConfig(backend='hf')); \\
+               print(e.generate([Request([{'role': 'user', 'content': 'Hi'}])], Sampling())[0].texts)"
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+
+from character.engine.base import (
+    Completion,
+    Engine,
+    EngineConfig,
+    Request,
+    Sampling,
+    continuation_ids,
+    render_prompt,
+)
+from character.errors import CharacterError
+
+
+class HFEngine(Engine):
+    def __init__(self, config: EngineConfig):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from character import models
+
+        self.config = config
+        self.model_path = models.resolve(config.model)
+        dtype = getattr(torch, config.dtype, None) if config.dtype != "auto" else "auto"
+        if dtype is None:
+            raise CharacterError(f"--dtype '{config.dtype}' is not a torch dtype; use bfloat16, float16 or float32")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=config.trust_remote_code)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=dtype, trust_remote_code=config.trust_remote_code).to(self.device).eval()
+        self._adapters: dict[str, str] = {}  # path -> adapter name inside the PeftModel
+
+    # -- adapters ------------------------------------------------------------------------------------------
+    def _activate(self, adapter: str | None):
+        """A context in which the model runs with `adapter` (None: the base, adapters disabled)."""
+        if not adapter:
+            return self.model.disable_adapter() if self._adapters else nullcontext()
+        path = os.path.realpath(os.path.expanduser(adapter))
+        if path not in self._adapters:
+            from peft import PeftModel
+
+            from character import models
+
+            models.check_adapter(path, self.model_path)
+            name = f"a{len(self._adapters)}"
+            if not self._adapters:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+            else:
+                self.model.load_adapter(path, adapter_name=name)
+            self._adapters[path] = name
+        self.model.set_adapter(self._adapters[path])
+        return nullcontext()
+
+    # -- work ----------------------------------------------------------------------------------------------
+    def generate(self, requests: list[Request], sampling: Sampling, progress: str | None = None) -> list[Completion]:
+        import torch
+        from tqdm import tqdm
+
+        results: list[Completion | None] = [None] * len(requests)
+        ids = [render_prompt(self.tokenizer, r) for r in requests]
+        eos = _eos_ids(self.model, self.tokenizer)
+        bs = max(1, self.config.batch_size)
+        bar = tqdm(total=len(requests), desc=progress, disable=not progress)
+        for adapter, idx in _groups(requests):
+            idx.sort(key=lambda i: len(ids[i]))
+            for b, start in enumerate(range(0, len(idx), bs)):
+                chunk = idx[start:start + bs]
+                batch = self._pad([ids[i] for i in chunk])
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed + chunk[0])
+                room = self.config.max_model_len - batch["input_ids"].shape[1]
+                if room < 1:
+                    raise CharacterError(f"request {chunk[-1]}: prompt of {batch['input_ids'].shape[1]} tokens "
+                                         f"exceeds --max_model_len {self.config.max_model_len}")
+                with self._activate(adapter), torch.no_grad():
+                    out = self.model.generate(**batch, **_gen_kwargs(sampling, min(room, sampling.max_tokens)),
+                                              pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
+                new = out[:, batch["input_ids"].shape[1]:].tolist()
+                per = _returned(sampling)
+                for j, i in enumerate(chunk):
+                    texts, reasons = [], []
+                    for seq in new[j * per:(j + 1) * per] * (sampling.n // per):
+                        cut = next((k for k, t in enumerate(seq) if t in eos), None)
+                        reasons.append("stop" if cut is not None else "length")
+                        texts.append(self.tokenizer.decode(seq[:cut], skip_special_tokens=True))
+                    results[i] = Completion(texts, reasons)
+                bar.update(len(chunk))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def score(self, requests: list[Request], continuations: list[list[str]]) -> list[list[float]]:
+        import torch
+
+        if len(requests) != len(continuations):
+            raise CharacterError(f"score: {len(requests)} requests but {len(continuations)} continuation lists")
+        rows = []  # (request index, adapter, ids, start of the continuation)
+        for i, (r, conts) in enumerate(zip(requests, continuations)):
+            head = render_prompt(self.tokenizer, r)
+            for c in conts:
+                tail = continuation_ids(self.tokenizer, c)
+                if not tail:
+                    raise CharacterError(f"score: request {i} has an empty continuation; give non-empty text")
+                rows.append((i, r.adapter, head + tail, len(head)))
+        scores = [0.0] * len(rows)
+        bs = max(1, self.config.batch_size)
+        by_adapter: dict[str | None, list[int]] = {}
+        for k, row in enumerate(rows):
+            by_adapter.setdefault(row[1], []).append(k)
+        for adapter, ks in by_adapter.items():
+            for start in range(0, len(ks), bs):
+                chunk = ks[start:start + bs]
+                batch = self._pad([rows[k][2] for k in chunk])
+                with self._activate(adapter), torch.no_grad():
+                    logits = self.model(**batch).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)
+                width = batch["input_ids"].shape[1]
+                for j, k in enumerate(chunk):
+                    _, _, ids, begin = rows[k]
+                    pad = width - len(ids)  # left padding shifts every position
+                    targets = torch.tensor(ids[begin:], device=logp.device)
+                    pos = torch.arange(pad + begin - 1, pad + len(ids) - 1, device=logp.device)
+                    scores[k] = float(logp[j, pos, targets].sum())
+        out, k = [], 0
+        for conts in continuations:
+            out.append(scores[k:k + len(conts)])
+            k += len(conts)
+        return out
+
+    def _pad(self, seqs: list[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _groups(requests: list[Request]) -> list[tuple[str | None, list[int]]]:
+    groups: dict[str | None, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(r.adapter or None, []).append(i)
+    return list(groups.items())
+
+
+def _returned(s: Sampling) -> int:
+    """Sequences generate() returns per prompt: greedy decoding gives one, repeated n times afterwards."""
+    return s.n if s.temperature > 0 else 1
+
+
+def _gen_kwargs(s: Sampling, max_new_tokens: int) -> dict:
+    kw = dict(max_new_tokens=max_new_tokens, num_return_sequences=_returned(s),
+              repetition_penalty=s.repetition_penalty)
+    if s.temperature > 0:
+        kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p,
+                  top_k=s.top_k if s.top_k > 0 else 0, min_p=s.min_p or None)
+    else:
+        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kw
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    """Every token that ends a turn: the generation config's EOS list plus the tokenizer's."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+

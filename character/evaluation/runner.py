@@ -1,0 +1,293 @@
+"""`character eval SUITE`: the config, validation of models and adapters, and the run that writes
+results.json, report.md and PNG plots into the out dir.
+
+    character eval preferences --model smollm2-135m --adapter runs/demo/train-dpo --constitution sarcasm
+    character eval all --model smollm2-135m --adapter A --adapter B --out runs/eval
+
+`run_eval(cfg)` is the library entry (the pipeline calls it); it skips when the out dir's manifest matches.
+results.json holds only what the seed decides (same seed, same file); timings go to timings.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from character.config import config_hash, field, suggest, to_dict
+from character.engine.base import EngineConfig, Sampling
+from character.errors import CharacterError
+
+SUITES = ("preferences", "robustness", "prefill", "coherence", "capability", "all")
+Suite = Literal["preferences", "robustness", "prefill", "coherence", "capability", "all"]
+
+
+@dataclass
+class EvalConfig(EngineConfig, Sampling):
+    """Evaluate a base model, the base with adapters (one engine, multi-LoRA), or a merged model dir."""
+
+    suite: Suite = field("preferences", help="preferences, robustness, prefill, coherence, capability or all")
+    adapter: list[str] = field(help="PEFT adapter dirs served on top of --model (repeat --adapter or comma-separate)",
+                               factory=list)
+    baseline: str | None = field(None, help="another full model to compare against (e.g. the base of a merged "
+                                            "--model); gets its own engine")
+    constitution: str | None = field(None, help="persona the adapters were trained for (name or file): marks its "
+                                                "traits in the shift table and labels the adapters for robustness")
+    judge: Literal["embedding", "llm"] = field("embedding", help="preferences judge: embedding (MiniLM) or llm")
+    judge_model: str | None = field(None, help="llm judge (and coherence judge) model; default: --model itself")
+    judge_mode: Literal["logprob", "tags"] = field("logprob", help="llm judge: read the choice from log-probs, "
+                                                                   "or parse it from a written reply")
+    embedding_model: str = field("minilm", help="sentence-embedding model for the embedding judge and classifier")
+    condition: Literal["feel", "like", "random"] = field("feel", help="preferences system-prompt condition")
+    comparisons: int = field(200, help="preferences: comparisons per system")
+    num_traits: int = field(0, help="preferences: traits in play (constitution traits + random others); 0 = all")
+    prompt_set: str = field("general", help="prompt set in evals/prompts/ (name without .jsonl)")
+    bootstrap: int = field(200, help="bootstrap resamples for intervals")
+    bt_l2: float = field(0.1, help="Bradley-Terry prior strength (keeps strengths of all-win/all-loss traits finite)")
+    reliability: bool = field(True, help="measure the judge's accuracy on evals/judge_labelled.jsonl")
+    personas: list[str] = field(help="robustness: personas for the classifier (constitution names); empty = all",
+                                factory=list)
+    suffixes: list[str] = field(help="robustness: suffix ids from evals/robustness.yaml; empty = all", factory=list)
+    classifier_prompts: int = field(24, help="robustness: training prompts per persona for the classifier")
+    robustness_prompts: int = field(12, help="robustness/prefill: held-out prompts per system and suffix")
+    coherence_prompts: int = field(48, help="coherence: prompts judged per pair of systems")
+    capability_questions: int = field(0, help="capability: questions used; 0 = all")
+    harness_tasks: list[str] = field(help="capability: lm-evaluation-harness tasks to run too (needs lm-eval)",
+                                     factory=list)
+    harness_limit: int = field(0, help="capability: examples per harness task; 0 = all")
+    max_tokens: int = field(128, help="new tokens per answer")
+    out: str = field("runs/eval", help="output directory", hash=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("comparisons", "bootstrap", "classifier_prompts", "robustness_prompts", "coherence_prompts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.seed is None:
+            raise ValueError("seed must be set: evaluations are reproducible by seed")
+
+
+def _check_names(names: list[str], known, what: str) -> None:
+    for n in names:
+        if n not in known:
+            raise CharacterError(f"{what} '{n}' is unknown{suggest(n, known)}; known: {', '.join(known)}")
+
+
+def prepare_systems(cfg: EvalConfig):
+    """Resolve the base, validate every adapter against it (before any engine starts) and name the systems."""
+    from character.evaluation.systems import System
+    from character.models import check_adapter, resolve
+
+    base = resolve(cfg.model)
+    systems = []
+    if cfg.baseline:
+        systems.append(System("baseline", resolve(cfg.baseline)))
+    systems.append(System("base" if not cfg.baseline else "model", base))
+    taken = {s.name for s in systems}
+    for a in cfg.adapter:
+        check_adapter(a, base)
+        path = os.path.abspath(os.path.expanduser(a))
+        name = Path(path).name or "adapter"
+        while name in taken:
+            name = f"{Path(path).parent.name}-{name}" if Path(path).parent.name not in name else name + "'"
+        taken.add(name)
+        systems.append(System(name, base, adapter=path))
+    return base, systems
+
+
+def load_constitution(cfg: EvalConfig):
+    if not cfg.constitution:
+        return None
+    from character import constitution as C
+
+    return C.load(cfg.constitution)
+
+
+def run_eval(cfg: EvalConfig) -> Path:
+    from character.artifacts import StageDir, atomic_write_json, content_hash, sha256_text, versions
+    from character.evaluation import data
+    from character.resources import data_path
+
+    if cfg.suite not in SUITES:
+        raise CharacterError(f"suite '{cfg.suite}' is unknown{suggest(cfg.suite, SUITES)}; use one of {', '.join(SUITES)}")
+    base, systems = prepare_systems(cfg)
+    const = load_constitution(cfg)
+    suites = ["preferences", "robustness", "prefill", "coherence", "capability"] if cfg.suite == "all" else [cfg.suite]
+    if any(s in suites for s in ("robustness", "prefill")) and len(systems) > 1 and const is None:
+        has_adapters = any(s.adapter for s in systems)
+        if has_adapters:
+            raise CharacterError("robustness: give --constitution so the adapters' answers can be labelled with "
+                                 "the persona they were trained for")
+    if cfg.harness_tasks and "capability" in suites:
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            raise CharacterError("harness_tasks: lm-evaluation-harness is not installed; `pip install lm-eval` "
+                                 "or leave --harness_tasks empty")
+    _check_names(cfg.suffixes, [s["id"] for s in data.robustness_settings()["suffixes"]], "suffix")
+    from character import constitution as C
+
+    _check_names(cfg.personas, C.available(), "persona")
+
+    out = StageDir(cfg.out, "eval")
+    cfg_dict = {k: v for k, v in to_dict(cfg).items() if k != "out"}
+    h = config_hash(cfg)
+    inputs = {s.name: content_hash(s.adapter or s.model) for s in systems}
+    inputs["evals"] = content_hash(data_path("evals"))
+    if const is not None:
+        inputs["constitution"] = const.hash()
+    if out.is_complete(h, inputs) and (out.path / "results.json").is_file():
+        print(f"eval: {out.path} is up to date (same config and inputs); delete it to rerun")
+        return out.path
+    old = out.manifest
+    if old is not None and (old.get("config_hash") != h or old.get("inputs") != inputs):
+        for p in [*out.path.glob("*.png"), out.path / "results.json", out.path / "report.md"]:
+            p.unlink(missing_ok=True)
+    out.begin(cfg_dict, h, inputs)
+
+    from character.engine.base import subset
+    from character.evaluation.systems import Engines
+
+    engine_cfg = subset(cfg, EngineConfig)
+    engine_cfg = dataclasses.replace(engine_cfg, model=base)
+    sampling = subset(cfg, Sampling)
+    engines = Engines(engine_cfg, [s.adapter for s in systems if s.adapter], cache_dir=out.path / "cache")
+    results: dict = {"suite": cfg.suite, "config": cfg_dict, "config_hash": h, "seed": cfg.seed,
+                     "systems": [{"name": s.name, "model": s.model, "adapter": s.adapter} for s in systems],
+                     "versions": versions(), "inputs": inputs}
+    timings: dict = {}
+    embed_judge = None
+
+    def embedding_judge():
+        nonlocal embed_judge
+        if embed_judge is None:
+            from character.evaluation.judges import EmbeddingJudge
+
+            embed_judge = EmbeddingJudge(cfg.embedding_model)
+        return embed_judge
+
+    def llm_judge():
+        from character.evaluation.judges import LLMJudge
+        from character.evaluation.systems import EngineJudgeAdapter
+        from character.models import resolve
+
+        judge_model = resolve(cfg.judge_model) if cfg.judge_model else base
+        j = LLMJudge(EngineJudgeAdapter(engines, judge_model), mode=cfg.judge_mode)
+        j.model = judge_model
+        return j
+
+    marked = []
+    if const is not None:
+        marked = data.persona_traits().get(const.name, [])
+    prompts = data.prompts(cfg.prompt_set) if (Path(cfg.prompt_set).suffix != ".jsonl") else _prompt_file(cfg.prompt_set)
+
+    try:
+        if "preferences" in suites:
+            t0 = time.time()
+            from character.evaluation import preferences
+            from character.evaluation.judges import reliability
+
+            judge = embedding_judge() if cfg.judge == "embedding" else llm_judge()
+            vocab = list(data.traits())
+            template = data.preference_templates()["conditions"][cfg.condition]
+            section = preferences.run(engines, systems, judge, vocab=vocab, prompts=prompts,
+                                      condition=cfg.condition, template=template, comparisons=cfg.comparisons,
+                                      seed=cfg.seed, sampling=sampling, n_boot=cfg.bootstrap, l2=cfg.bt_l2,
+                                      marked=marked, num_traits=cfg.num_traits)
+            section["judge"] = {"kind": cfg.judge, "mode": cfg.judge_mode if cfg.judge == "llm" else None,
+                                "model": getattr(judge, "model", None) if cfg.judge == "llm" else cfg.embedding_model}
+            if cfg.reliability:
+                section["judge_reliability"] = reliability(judge, n_distractors=5 if cfg.judge == "embedding" else 2,
+                                                           seed=cfg.seed)
+            results["preferences"] = section
+            timings["preferences_s"] = round(time.time() - t0, 1)
+
+        if "robustness" in suites or "prefill" in suites:
+            t0 = time.time()
+            results.update(_robustness(cfg, engines, systems[0].model, systems, const, prompts, sampling, embedding_judge(),
+                                       suites))
+            timings["robustness_s"] = round(time.time() - t0, 1)
+
+        if "coherence" in suites:
+            t0 = time.time()
+            from character.evaluation import coherence
+
+            if len(systems) < 2:
+                raise CharacterError("coherence compares systems: give --adapter (or --baseline)")
+            rng_prompts = _sample(prompts, cfg.coherence_prompts, cfg.seed + 1)
+            results["coherence"] = coherence.run(engines, systems, llm_judge(), rng_prompts, sampling)
+            timings["coherence_s"] = round(time.time() - t0, 1)
+
+        if "capability" in suites:
+            t0 = time.time()
+            from character.evaluation import capability
+
+            qs = data.capability_questions()
+            if cfg.capability_questions:
+                qs = qs[:cfg.capability_questions]
+            results["capability"] = capability.run(engines, systems, qs, cfg.seed)
+            if cfg.harness_tasks:
+                engines.close()
+                results["capability"]["harness"] = capability.run_harness(systems, cfg.harness_tasks,
+                                                                          cfg.harness_limit or None)
+            timings["capability_s"] = round(time.time() - t0, 1)
+    finally:
+        engines.close()
+    timings["engine_starts"] = engines.starts
+
+    from character.evaluation import report
+
+    t0 = time.time()
+    plots = report.plots(results, out.path)
+    results["plots"] = plots
+    atomic_write_json(out.path / "results.json", results)
+    report.write(results, out.path / "report.md")
+    timings["report_s"] = round(time.time() - t0, 1)
+    atomic_write_json(out.path / "timings.json", timings)
+    out.finish(counts={"systems": len(systems), "suites": suites}, timings=timings,
+               results_hash=sha256_text((out.path / "results.json").read_text()))
+    print(f"eval: wrote {out.path / 'report.md'}")
+    return out.path
+
+
+def _prompt_file(path: str) -> list[str]:
+    from character.artifacts import read_jsonl
+
+    return [r["prompt"] for r in read_jsonl(path)]
+
+
+def _sample(items: list, n: int, seed: int) -> list:
+    import random
+
+    return random.Random(seed).sample(items, min(n, len(items)))
+
+
+def _robustness(cfg, engines, base, systems, const, prompts, sampling, embed_judge, suites) -> dict:
+    from character import constitution as C
+    from character.evaluation import data, robustness
+    from character.evaluation.systems import System
+
+    names = cfg.personas or C.available()
+    personas = {n: C.load(n) for n in names}
+    if const is not None and const.name not in personas:
+        personas[const.name] = const
+    if len(personas) < 2:
+        raise CharacterError("robustness: the classifier needs at least two personas; list more with --personas")
+    settings = data.robustness_settings()
+    suffixes = [s for s in settings["suffixes"] if not cfg.suffixes or s["id"] in cfg.suffixes]
+    train, test = robustness.split_prompts(prompts, cfg.classifier_prompts, cfg.robustness_prompts, cfg.seed)
+    clf, n_train, train_acc = robustness.train_classifier(engines, base, personas, train, sampling,
+                                                          embed_judge.encode)
+    adapters = [System(s.name, s.model, s.adapter, label=const.name) for s in systems if s.adapter]
+    if cfg.baseline:  # a merged --model is the trained system; label it like an adapter
+        adapters += [System(s.name, s.model, label=const.name if const else None)
+                     for s in systems if s.name == "model" and const is not None]
+    section = robustness.run(engines, clf, base=base, personas=personas, adapters=adapters, test_prompts=test,
+                             suffixes=suffixes, sampling=sampling, do_robustness="robustness" in suites,
+                             do_prefill="prefill" in suites, followup=settings.get("prefill_followup", "Keep going."))
+    section["classifier"] = {"train_answers": n_train, "train_accuracy": train_acc,
+                             "embedding_model": cfg.embedding_model}
+    return {"robustness": section}

@@ -1,0 +1,145 @@
+"""The systems under evaluation and the engines that serve them.
+
+A system is a base model, optionally with a PEFT adapter and/or a system prompt. The base and all its adapters
+are served by ONE engine (vLLM multi-LoRA through `Request.adapter`), so evaluating four adapters costs one
+engine start, not four. A second full model (a `--baseline` to compare a merged `--model` against, or an LLM
+judge that is another model) gets its own engine; at most one engine is open at a time to keep memory low.
+
+Generations are cached in the eval's out dir under a hash of everything that decides them (model and adapter
+contents, messages, sampling), so a rerun with other judge or scoring settings does not generate again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from character.artifacts import content_hash, read_jsonl, write_jsonl
+
+
+@dataclass(frozen=True)
+class System:
+    """One thing being evaluated. `label` is the persona it should show (robustness), if any."""
+
+    name: str
+    model: str
+    adapter: str | None = None
+    system_prompt: str | None = None
+    label: str | None = None
+
+    def messages(self, user: str, history: list[dict] | None = None) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return msgs + list(history or []) + [{"role": "user", "content": user}]
+
+    def request(self, user: str, history: list[dict] | None = None):
+        from character.engine.base import Request
+
+        return Request(messages=self.messages(user, history), adapter=self.adapter)
+
+
+def adapter_rank(adapter: str) -> int:
+    cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    return int(cfg.get("r") or 8)
+
+
+class Engines:
+    """Lazily started engines, one model at a time, with a cache for generations."""
+
+    def __init__(self, engine_config, adapters: list[str], cache_dir: Path | None = None):
+        self.base_config = engine_config
+        self.adapters = list(adapters)
+        self.cache_dir = cache_dir
+        self._model: str | None = None
+        self._engine = None
+        self.starts = 0
+        self._hashes: dict[str, str] = {}
+
+    def _config_for(self, model: str):
+        cfg = dataclasses.replace(self.base_config, model=model)
+        if model == self.base_config.model and self.adapters:
+            changes = {"max_loras": max(cfg.max_loras, len(self.adapters)),
+                       "max_lora_rank": max([cfg.max_lora_rank] + [adapter_rank(a) for a in self.adapters])}
+            names = {f.name for f in dataclasses.fields(cfg)}
+            if "enable_lora" in names:  # a backend that must know at start-up that LoRA requests will come
+                changes["enable_lora"] = True
+            cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if k in names})
+        return cfg
+
+    def get(self, model: str):
+        if self._model != model:
+            self.close()
+            from character.engine.base import make_engine
+
+            self._engine = make_engine(self._config_for(model))
+            self._model = model
+            self.starts += 1
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine, self._model = None, None
+            import gc
+
+            gc.collect()
+
+    def _content(self, path: str | None) -> str | None:
+        if path is None:
+            return None
+        if path not in self._hashes:
+            self._hashes[path] = content_hash(path) if Path(path).exists() else path
+        return self._hashes[path]
+
+    def generate(self, items: list[tuple[System, object]], sampling, label: str) -> list[str]:
+        """First completion text of each (system, request), cached; one generate() call per model."""
+        key = self._key(items, dataclasses.asdict(sampling))
+        cache = self.cache_dir / f"{label}-{key}.jsonl" if self.cache_dir else None
+        if cache is not None and cache.is_file():
+            rows = read_jsonl(cache)
+            if len(rows) == len(items):
+                return [r["text"] for r in rows]
+        out: list[str | None] = [None] * len(items)
+        for model in dict.fromkeys(s.model for s, _ in items):
+            idx = [i for i, (s, _) in enumerate(items) if s.model == model]
+            comps = self.get(model).generate([items[i][1] for i in idx], sampling, progress=label)
+            for i, c in zip(idx, comps):
+                out[i] = c.texts[0]
+        if cache is not None:
+            write_jsonl(cache, [{"system": s.name, "text": t} for (s, _), t in zip(items, out)])
+        return out  # type: ignore[return-value]
+
+    def score(self, items: list[tuple[System, object]], continuations: list[list[str]]) -> list[list[float]]:
+        out: list[list[float] | None] = [None] * len(items)
+        for model in dict.fromkeys(s.model for s, _ in items):
+            idx = [i for i, (s, _) in enumerate(items) if s.model == model]
+            res = self.get(model).score([items[i][1] for i in idx], [continuations[i] for i in idx])
+            for i, r in zip(idx, res):
+                out[i] = list(r)
+        return out  # type: ignore[return-value]
+
+    def _key(self, items, sampling: dict) -> str:
+        h = hashlib.sha256(json.dumps(sampling, sort_keys=True).encode())
+        for s, r in items:
+            h.update(json.dumps([self._content(s.model), self._content(s.adapter), r.messages, r.prefill],
+                                sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+
+class EngineJudgeAdapter:
+    """Lets an LLMJudge run on a model through `Engines` (so it shares the engine when it is the base model)."""
+
+    def __init__(self, engines: Engines, model: str):
+        self.engines, self.model = engines, model
+        self.system = System("judge", model)
+
+    def score(self, requests, continuations):
+        return self.engines.score([(self.system, r) for r in requests], continuations)
+
+    def generate(self, requests, sampling, progress=None):
+        from character.engine.base import Completion
+
+        texts = self.engines.generate([(self.system, r) for r in requests], sampling, label="judge")
+        return [Completion(texts=[t], finish_reasons=["stop"]) for t in texts]
