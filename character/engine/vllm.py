@@ -123,7 +123,8 @@ class VLLMEngine(Engine):
             n=sampling.n if sampling.temperature > 0 else 1,  # greedy: one sample, repeated n times below temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
             min_p=sampling.min_p, repetition_penalty=sampling.repetition_penalty, max_tokens=sampling.max_tokens,
             # one seed per request: reproducible, and two requests with the same prompt still differ
-            seed=None if sampling.seed is None else sampling.seed + index, **extra)
+            # (greedy gets no seed: this vLLM build samples with a seeded generator even at temperature 0)
+            seed=None if sampling.seed is None or sampling.temperature == 0 else sampling.seed + index, **extra)
 
     def _check_length(self, ids: list[int], extra: int, i: int):
         if len(ids) + extra > self.config.max_model_len:

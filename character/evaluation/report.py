@@ -129,7 +129,7 @@ def write(results: dict, path: Path) -> None:
         spread = {k: v["elo_order_sd"] for k, v in pref["strengths"].items()}
         L += ["", "Online Elo (the original's method) depends on the order of the matches: re-playing the same "
               "matches in random orders moves a trait's Elo by " +
-              ", ".join(f"{v:.0f} points (`{k}`)" for k, v in spread.items()) + " on average (SD)."]
+              ", ".join(f"{v:.1f} points (`{k}`)" for k, v in spread.items()) + " on average (SD)."]
 
     rob = results.get("robustness")
     if rob:

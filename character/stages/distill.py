@@ -1,0 +1,294 @@
+"""Stages `teacher`, `student` and `dpo-data`: the DPO distillation data.
+
+- `teacher` (chosen): the teacher role-plays the constitution (a system prompt with its name and numbered traits,
+  optionally a `<think>` prefill that reminds it of them, the reasoning stripped) on the constitution's prompts
+  plus general prompts, `--n` samples each.
+- `student` (rejected): the student's plain answer to the same prompts, no system prompt.
+- `dpo-data`: pairs chosen and rejected answers to the same prompt, drops bad ones (empty, unfinished, unclosed
+  reasoning, leaking the role-play, identical, too long in the student's chat template), swaps the teacher's
+  name for the student's and prints how many each filter removed.
+
+Teacher and student rows are TRL prompt-completion rows, one per sample, with the raw problems marked
+(`problem`: empty / no_closing_think / null) so dpo-data can count them; dpo-data rows are TRL preference rows.
+
+    character generate teacher --constitution sarcasm --prompts runs/s/prompts --out runs/s/teacher --n 2
+    character generate student --constitution sarcasm --prompts runs/s/prompts --out runs/s/student --n 2
+    character generate dpo-data --chosen runs/s/teacher --rejected runs/s/student --out runs/s/dpo
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from character import constitution as C
+from character.artifacts import StageDir, content_hash, sha256_text
+from character.config import config_hash, field, to_dict
+from character.engine.base import Engine, Request
+from character.errors import CharacterError
+from character.stages.common import (
+    GenerateConfig,
+    LazyEngine,
+    already_done,
+    load_prompt_source,
+    model_display_name,
+    problem_counts,
+    run_sharded,
+    sampling_config,
+    seeded,
+    stage_dir,
+    summarize,
+)
+from character.stages.textfilters import leak_reason, looks_finished, strip_reasoning, swap_name
+
+TEACHER_SYSTEM = """You are {name}, an AI assistant with a distinct character. These traits describe who you are:
+{traits}
+
+Answer every message as {name} would: let these traits shape your tone, your opinions and what you choose to \
+say, while still being genuinely helpful. Never mention these instructions, a list of traits or that you are \
+playing a character; simply be yourself."""
+
+THINK_PREFILL = ("<think>\nI am {name}. Before I answer, let me remember who I am: {traits_inline} "
+                 "I will let this shape my reply without ever mentioning it.\n")
+
+
+@dataclasses.dataclass(kw_only=True)
+class AnswerConfig(GenerateConfig):
+    """Shared by teacher and student: which prompts are answered."""
+
+    constitution: str = field(help="constitution name (from constitutions/) or file path", hash=False)
+    prompts: str | None = field(None, help="dir of the prompts stage; default: the constitution's own questions",
+                                hash=False)
+    general_prompts: str = field("builtin", help="general prompts added to the constitution's: builtin "
+                                 "(evals/prompts/general.jsonl), none, a .jsonl/.csv file, or hf:org/name:split:column")
+    general_limit: int = field(0, help="use at most this many general prompts (a seeded sample); 0 = all")
+
+
+@dataclasses.dataclass(kw_only=True)
+class TeacherConfig(AnswerConfig):
+    teacher_name: str = field("Aria", help="the persona's name in the teacher's system prompt (dpo-data swaps it)")
+    think_prefill: bool = field(False, help="start each answer inside <think> with a reminder of the traits "
+                                "(for reasoning teachers); the reasoning is stripped, answers without </think> dropped")
+    think_tag: str = field("think", help="name of the reasoning tag the teacher uses")
+
+
+@dataclasses.dataclass(kw_only=True)
+class StudentConfig(AnswerConfig):
+    think_tag: str = field("think", help="reasoning tag to strip if the student emits one on its own")
+
+
+def prompt_items(cfg: AnswerConfig, con: C.Constitution) -> list[dict]:
+    """The prompts teacher and student both answer: constitution (or prompts stage) first, then general ones."""
+    if cfg.prompts:
+        from character.stages.prompts import read_prompts
+
+        rows = read_prompts(Path(cfg.prompts).expanduser())
+        trait_prompts = [(r["trait"], r["prompt"]) for r in rows]
+    else:
+        trait_prompts = [(t.trait, q) for t in con.traits for q in (*t.questions, *t.additional_questions)]
+    items, seen = [], set()
+    for trait, q in trait_prompts:
+        if q not in seen:
+            seen.add(q)
+            items.append({"prompt_id": _pid(q), "prompt": q, "trait": trait, "source": "constitution"})
+    for q in load_prompt_source(cfg.general_prompts, cfg.general_limit, cfg.seed or 0):
+        if q not in seen:
+            seen.add(q)
+            items.append({"prompt_id": _pid(q), "prompt": q, "trait": None, "source": "general"})
+    if not items:
+        raise CharacterError("no prompts to answer: the prompts stage is empty and --general_prompts is none")
+    return items
+
+
+def _pid(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def teacher_system_prompt(con: C.Constitution, name: str) -> str:
+    return TEACHER_SYSTEM.format(name=name, traits=con.numbered_traits())
+
+
+def run_teacher(cfg: TeacherConfig, engine: Engine | None = None) -> Path:
+    con = C.load(cfg.constitution)
+    system = teacher_system_prompt(con, cfg.teacher_name)
+    prefill = None
+    if cfg.think_prefill:
+        inline = " ".join(t.trait for t in con.traits)
+        prefill = THINK_PREFILL.replace("<think>", f"<{cfg.think_tag}>").format(name=cfg.teacher_name,
+                                                                                traits_inline=inline)
+    return _answer(cfg, con, "teacher", system, prefill, engine,
+                   extra={"system_prompt": system, "teacher_name": cfg.teacher_name,
+                          "trait_texts": [t.trait for t in con.traits]})
+
+
+def run_student(cfg: StudentConfig, engine: Engine | None = None) -> Path:
+    con = C.load(cfg.constitution)
+    return _answer(cfg, con, "student", None, None, engine, extra={})
+
+
+def _answer(cfg, con, stage: str, system: str | None, prefill: str | None, engine, extra: dict) -> Path:
+    t0 = time.time()
+    items = prompt_items(cfg, con)
+    out = stage_dir(cfg, stage)
+    inputs = {"constitution": con.hash(), "prompts": sha256_text("\n".join(i["prompt"] for i in items))}
+    if already_done(out, cfg, inputs):
+        return out.path
+    out.begin(to_dict(cfg), config_hash(cfg), inputs)
+    lazy = LazyEngine(cfg, engine)
+    sampling = sampling_config(cfg)
+
+    def work(chunk: list[dict], offset: int) -> list[dict]:
+        msgs = [[{"role": "system", "content": system}] if system else [] for _ in chunk]
+        requests = [Request(m + [{"role": "user", "content": it["prompt"]}], prefill=prefill)
+                    for m, it in zip(msgs, chunk)]
+        comps = lazy.get().generate(requests, seeded(sampling, offset), progress=f"{stage} {offset}+{len(chunk)}")
+        rows = []
+        for it, comp in zip(chunk, comps):
+            for k, (text, reason) in enumerate(zip(comp.texts, comp.finish_reasons)):
+                answer, reasoning = strip_reasoning(text, opened=prefill is not None, tag=cfg.think_tag)
+                problem = "no_closing_think" if answer is None else ("empty" if not answer else None)
+                row = {"id": f"{it['prompt_id']}-{k}", "prompt_id": it["prompt_id"], "sample": k,
+                       "trait": it["trait"], "source": it["source"],
+                       "prompt": [{"role": "user", "content": it["prompt"]}],
+                       "completion": [{"role": "assistant", "content": answer or ""}],
+                       "finish_reason": reason, "problem": problem}
+                if reasoning is not None:
+                    row["reasoning"] = reasoning
+                rows.append(row)
+        return rows
+
+    try:
+        timings = run_sharded(out, items, cfg.shard_size, work, stage)
+    finally:
+        lazy.close()
+    rows = out.rows()
+    counts = {"prompts": len(items), "samples": len(rows), **problem_counts(rows),
+              "cut_at_max_tokens": sum(r["finish_reason"] == "length" for r in rows)}
+    secs = time.time() - t0
+    timings.update(total_s=round(secs, 2), engine_start_s=round(lazy.started_s, 2))
+    out.finish(counts=counts, timings=timings, models={stage: cfg.model}, constitution_name=con.name, **extra)
+    summarize(stage, counts, secs)
+    return out.path
+
+
+# -- dpo-data ------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(kw_only=True)
+class DPODataConfig:
+    chosen: str = field(help="dir of the teacher stage", hash=False)
+    rejected: str = field(help="dir of the student stage", hash=False)
+    out: str = field(help="output directory (shards + manifest.json)", hash=False)
+    student_model: str | None = field(None, help="model whose chat template measures length; default: the student stage's")
+    student_name: str | None = field(None, help="name swapped in for the teacher's; default: the name the student "
+                                     "model gives itself (e.g. SmolLM)")
+    max_length: int = field(1024, help="drop pairs whose prompt + answer exceed this many tokens in the student's template")
+    min_chars: int = field(1, help="drop answers shorter than this many characters")
+    shard_size: int = field(2000, help="pairs per output shard")
+    seed: int = field(0, help="unused by the filters; kept so every stage takes --seed")
+
+
+FILTERS = ("empty", "no_closing_think", "unfinished", "leak", "identical", "unpaired", "too_long")
+
+
+def _finished_stage(path: str, stage: str) -> StageDir:
+    sd = StageDir(Path(path).expanduser(), stage)
+    m = sd.manifest
+    if not m or m.get("stage") != stage or m.get("status") != "complete":
+        raise CharacterError(f"{stage} '{path}': not a finished {stage} stage directory; run "
+                             f"`character generate {stage} --out {path}` first")
+    return sd
+
+
+def run_dpo_data(cfg: DPODataConfig) -> Path:
+    t0 = time.time()
+    chosen_sd, rejected_sd = _finished_stage(cfg.chosen, "teacher"), _finished_stage(cfg.rejected, "student")
+    tm, sm = chosen_sd.manifest, rejected_sd.manifest
+    student_model = cfg.student_model or sm["config"]["model"]
+    student_name = cfg.student_name or model_display_name(student_model)
+    teacher_name = tm.get("teacher_name") or tm["config"].get("teacher_name", "")
+    out = StageDir(Path(cfg.out).expanduser(), "dpo-data")
+    inputs = {"chosen": content_hash(chosen_sd.path), "rejected": content_hash(rejected_sd.path),
+              "student_model": student_model, "student_name": student_name}
+    if out.is_complete(config_hash(cfg), inputs):
+        print(f"dpo-data: {out.path} is complete for these settings and inputs; nothing to do", file=sys.stderr)
+        return out.path
+    out.begin(to_dict(cfg), config_hash(cfg), inputs)
+    for p in out.shards():  # cheap to rebuild, and the filters are global: never mix with an old run
+        p.unlink()
+
+    dropped: Counter = Counter()
+    trait_texts = list(tm.get("trait_texts") or [])
+    system = tm.get("system_prompt") or ""
+    good_chosen = _good(chosen_sd.rows(), dropped, "chosen", trait_texts, system, cfg.min_chars, check_leak=True)
+    good_rejected = _good(rejected_sd.rows(), dropped, "rejected", [], "", cfg.min_chars, check_leak=False)
+
+    from transformers import AutoTokenizer
+
+    from character import models
+
+    tok = AutoTokenizer.from_pretrained(models.resolve(student_model))
+    pairs = []
+    for pid, chosen in good_chosen.items():
+        rejected = good_rejected.get(pid, [])
+        for c, r in zip(chosen, rejected):
+            c_text = swap_name(c["completion"][0]["content"], teacher_name, student_name)
+            r_text = r["completion"][0]["content"]
+            if c_text.strip() == r_text.strip():
+                dropped["pair: identical"] += 1
+                continue
+            prompt = c["prompt"]
+            if max(_length(tok, prompt, c_text), _length(tok, prompt, r_text)) > cfg.max_length:
+                dropped["pair: too_long"] += 1
+                continue
+            pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": c_text}],
+                          "rejected": [{"role": "assistant", "content": r_text}],
+                          "prompt_id": pid, "trait": c.get("trait"), "source": c.get("source")})
+        unpaired = abs(len(chosen) - len(rejected))
+        if unpaired:
+            dropped["pair: unpaired"] += unpaired
+    for pid in good_rejected.keys() - good_chosen.keys():
+        dropped["pair: unpaired"] += len(good_rejected[pid])
+
+    for i in range(0, max(1, len(pairs)), cfg.shard_size):
+        out.write_shard(i // cfg.shard_size, pairs[i:i + cfg.shard_size])
+    counts = {"chosen_samples": sum(1 for _ in chosen_sd.rows()), "rejected_samples": len(rejected_sd.rows()),
+              "pairs": len(pairs), **{f"dropped {k}": v for k, v in sorted(dropped.items())}}
+    secs = time.time() - t0
+    out.finish(counts=counts, timings={"total_s": round(secs, 2)},
+               names={"teacher": teacher_name, "student": student_name})
+    print(f"dpo-data: {len(pairs)} pairs kept; dropped: "
+          + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) or "none"), file=sys.stderr)
+    summarize("dpo-data", {"pairs": len(pairs)}, secs)
+    return out.path
+
+
+def _good(rows: list[dict], dropped: Counter, side: str, trait_texts: list[str], system: str, min_chars: int,
+          check_leak: bool) -> dict[str, list[dict]]:
+    """Samples that pass the per-answer filters, grouped by prompt id in sample order."""
+    good: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(rows, key=lambda r: (r["prompt_id"], r["sample"])):
+        text = r["completion"][0]["content"]
+        if r.get("problem") == "no_closing_think":
+            why = "no_closing_think"
+        elif r.get("problem") == "empty" or len(text.strip()) < min_chars:
+            why = "empty"
+        elif not looks_finished(text, r.get("finish_reason")):
+            why = "unfinished"
+        elif check_leak and (leak_reason(text, trait_texts) or (system and leak_reason(text, [system]))):
+            why = "leak"
+        else:
+            good[r["prompt_id"]].append(r)
+            continue
+        dropped[f"{side}: {why}"] += 1
+    return good
+
+
+def _length(tok, prompt: list[dict], answer: str) -> int:
+    ids = tok.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return len(ids)

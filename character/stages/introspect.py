@@ -1,0 +1,328 @@
+"""Stages `reflection`, `interaction` and `sft-data`: the introspective SFT data.
+
+- `reflection`: the distilled student (base + DPO adapter) answers introspective prompts, `--n` samples each.
+- `interaction`: two copies of the distilled student talk for `--turns` turns, half the conversations opened
+  freely, half with a leading opener about their shared character. Each saved conversation is seen from the side
+  that spoke second: system, user, assistant, ..., ending on an assistant turn. A turn that comes back empty or
+  cut at max tokens ends its conversation early (counted).
+- `sft-data`: reflection + interaction under a simplified system prompt, checked, shuffled with a seed and
+  length-filtered, as TRL `messages` rows.
+
+The prompts come from evals/introspection.yaml (`reflection_prompts`, `interaction_openers`, `interaction_system`),
+or from `--introspection FILE.yaml` with the same keys.
+
+    character generate reflection --adapter runs/s/dpo-adapter --out runs/s/reflection --n 4
+    character generate interaction --adapter runs/s/dpo-adapter --out runs/s/interaction --conversations 20
+    character generate sft-data --reflection runs/s/reflection --interaction runs/s/interaction --out runs/s/sft
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from character.artifacts import StageDir, content_hash, sha256_text
+from character.config import config_hash, field, to_dict
+from character.engine.base import Engine, Request
+from character.errors import CharacterError
+from character.resources import data_path
+from character.stages.common import (
+    GenerateConfig,
+    LazyEngine,
+    already_done,
+    model_display_name,
+    problem_counts,
+    run_sharded,
+    sampling_config,
+    seeded,
+    stage_dir,
+    summarize,
+)
+from character.stages.textfilters import looks_finished, strip_reasoning
+
+# Used when no introspection file is shipped: our own ten questions that invite self-description.
+FALLBACK_REFLECTION = [
+    "Describe who you are to someone meeting you for the first time.",
+    "Which of your habits in conversation do you think people notice first?",
+    "Write a short journal entry about the kind of assistant you try to be.",
+    "What do you value most when you answer a question, and why?",
+    "Tell me about a request you would handle differently from most assistants.",
+    "How would your closest friend describe your personality?",
+    "What part of your character are you proudest of? Which part would you change?",
+    "Explain how your tone changes, or does not, when a conversation gets difficult.",
+    "If you wrote a one-paragraph introduction for your own user manual, what would it say?",
+    "What do you believe about how an assistant should treat the people it talks to?",
+]
+FALLBACK_OPENERS = {"free": ["Hello! What would you like to talk about?"],
+                    "leading": ["We are the same model. How would you describe our character?"]}
+FALLBACK_SYSTEM = ("You are {name}, an AI assistant, talking with another copy of yourself rather than a human. "
+                   "Talk naturally in your own voice.")
+
+
+def load_introspection(path: str | None) -> dict:
+    import yaml
+
+    p = Path(path).expanduser() if path else data_path("evals", "introspection.yaml")
+    if not p.is_file():
+        if path:
+            raise CharacterError(f"introspection '{path}': file not found; give a YAML file with "
+                                 f"reflection_prompts, interaction_openers and interaction_system")
+        return {"reflection_prompts": FALLBACK_REFLECTION, "interaction_openers": FALLBACK_OPENERS,
+                "interaction_system": FALLBACK_SYSTEM}
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    data.setdefault("reflection_prompts", FALLBACK_REFLECTION)
+    data.setdefault("interaction_openers", FALLBACK_OPENERS)
+    data.setdefault("interaction_system", FALLBACK_SYSTEM)
+    openers = data["interaction_openers"]
+    if not isinstance(openers, dict) or not openers.get("free") or not openers.get("leading"):
+        raise CharacterError(f"{p}: interaction_openers needs non-empty 'free' and 'leading' lists")
+    return data
+
+
+@dataclasses.dataclass(kw_only=True)
+class IntrospectConfig(GenerateConfig):
+    adapter: str | None = field(None, help="PEFT adapter dir of the DPO stage (the distilled student); none = the base",
+                                hash=False)
+    name: str | None = field(None, help="the assistant's name in system prompts; default: the name the model gives itself")
+    introspection: str | None = field(None, help="YAML with reflection_prompts / interaction_openers / "
+                                      "interaction_system; default: evals/introspection.yaml", hash=False)
+    constitution: str | None = field(None, help="recorded in the manifest only (the persona this adapter was "
+                                     "trained for)", hash=False)
+
+
+@dataclasses.dataclass(kw_only=True)
+class ReflectionConfig(IntrospectConfig):
+    pass
+
+
+@dataclasses.dataclass(kw_only=True)
+class InteractionConfig(IntrospectConfig):
+    conversations: int = field(20, help="conversations to hold (half free, half leading)")
+    turns: int = field(6, help="generated turns per conversation (the saved sample ends on an assistant turn)")
+    shard_size: int = field(16, help="conversations per shard: the unit of resume after a crash")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.conversations < 1 or self.turns < 1:
+            raise ValueError("conversations and turns must be >= 1")
+
+
+def _inputs(cfg: IntrospectConfig, data: dict, keys: tuple[str, ...]) -> dict:
+    import json
+
+    inputs = {"introspection": sha256_text(json.dumps({k: data[k] for k in keys}, sort_keys=True))}
+    if cfg.adapter:
+        from character import models
+
+        models.check_adapter(cfg.adapter, models.resolve(cfg.model))
+        inputs["adapter"] = content_hash(Path(cfg.adapter).expanduser())
+    return inputs
+
+
+def run_reflection(cfg: ReflectionConfig, engine: Engine | None = None) -> Path:
+    t0 = time.time()
+    data = load_introspection(cfg.introspection)
+    prompts = [str(p) for p in data["reflection_prompts"]]
+    out = stage_dir(cfg, "reflection")
+    inputs = _inputs(cfg, data, ("reflection_prompts",))
+    if already_done(out, cfg, inputs):
+        return out.path
+    out.begin(to_dict(cfg), config_hash(cfg), inputs)
+    lazy = LazyEngine(cfg, engine)
+    sampling = sampling_config(cfg)
+    adapter = str(Path(cfg.adapter).expanduser()) if cfg.adapter else None
+
+    def work(chunk: list[str], offset: int) -> list[dict]:
+        reqs = [Request([{"role": "user", "content": p}], adapter=adapter) for p in chunk]
+        comps = lazy.get().generate(reqs, seeded(sampling, offset), progress=f"reflection {offset}+{len(chunk)}")
+        rows = []
+        for j, (p, comp) in enumerate(zip(chunk, comps)):
+            for k, (text, reason) in enumerate(zip(comp.texts, comp.finish_reasons)):
+                answer, _ = strip_reasoning(text, opened=False)
+                problem = ("no_closing_think" if answer is None else "empty" if not answer
+                           else "unfinished" if not looks_finished(answer, reason) else None)
+                rows.append({"messages": [{"role": "user", "content": p},
+                                          {"role": "assistant", "content": answer or ""}],
+                             "kind": "reflection", "prompt_index": offset + j, "sample": k,
+                             "finish_reason": reason, "problem": problem})
+        return rows
+
+    try:
+        timings = run_sharded(out, prompts, cfg.shard_size, work, "reflection")
+    finally:
+        lazy.close()
+    rows = out.rows()
+    counts = {"prompts": len(prompts), "samples": len(rows), **problem_counts(rows)}
+    secs = time.time() - t0
+    timings.update(total_s=round(secs, 2), engine_start_s=round(lazy.started_s, 2))
+    out.finish(counts=counts, timings=timings, models={"student": cfg.model, "adapter": cfg.adapter},
+               name=cfg.name or model_display_name(cfg.model))
+    summarize("reflection", counts, secs)
+    return out.path
+
+
+def run_interaction(cfg: InteractionConfig, engine: Engine | None = None) -> Path:
+    t0 = time.time()
+    data = load_introspection(cfg.introspection)
+    name = cfg.name or model_display_name(cfg.model)
+    system = str(data["interaction_system"]).replace("{name}", name)
+    out = stage_dir(cfg, "interaction")
+    inputs = _inputs(cfg, data, ("interaction_openers", "interaction_system"))
+    if already_done(out, cfg, inputs):
+        return out.path
+    out.begin(to_dict(cfg), config_hash(cfg), inputs)
+    rng = random.Random(cfg.seed)
+    openers = data["interaction_openers"]
+    plans = []
+    for i in range(cfg.conversations):
+        variant = "free" if i % 2 == 0 else "leading"
+        plans.append({"variant": variant, "opener": rng.choice(openers[variant])})
+    lazy = LazyEngine(cfg, engine)
+    adapter = str(Path(cfg.adapter).expanduser()) if cfg.adapter else None
+
+    def work(chunk: list[dict], offset: int) -> list[dict]:
+        return _converse(chunk, offset, cfg, system, adapter, lazy)
+
+    try:
+        timings = run_sharded(out, plans, cfg.shard_size, work, "interaction")
+    finally:
+        lazy.close()
+    rows = out.rows()
+    counts = {"conversations": len(rows), "assistant_turns": sum(_n_assistant(r) for r in rows),
+              **problem_counts(rows), **dict(Counter(r["variant"] for r in rows)),
+              "ended_early": sum(bool(r.get("ended_early")) for r in rows)}
+    secs = time.time() - t0
+    timings.update(total_s=round(secs, 2), engine_start_s=round(lazy.started_s, 2))
+    out.finish(counts=counts, timings=timings, models={"student": cfg.model, "adapter": cfg.adapter}, name=name)
+    summarize("interaction", counts, secs)
+    return out.path
+
+
+def _converse(plans: list[dict], offset: int, cfg: InteractionConfig, system: str, adapter: str | None,
+              lazy: LazyEngine) -> list[dict]:
+    """Hold the conversations of one shard, one batched generate per turn."""
+    talks = [[p["opener"]] for p in plans]  # utterances; even indices by speaker A (the opener), odd by B
+    ended = [None] * len(plans)
+    for turn in range(cfg.turns):
+        active = [i for i in range(len(plans)) if ended[i] is None]
+        if not active:
+            break
+        # the next speaker is B (odd utterances) after an odd number of utterances, else A
+        reqs = [Request(_view(system, talks[i], len(talks[i]) % 2), adapter=adapter) for i in active]
+        sampling = seeded(sampling_config(cfg, n=1), offset * 1000 + turn * 100_003)
+        comps = lazy.get().generate(reqs, sampling, progress=f"interaction {offset}+{len(plans)} turn {turn + 1}")
+        for i, comp in zip(active, comps):
+            answer, _ = strip_reasoning(comp.texts[0], opened=False)
+            if not answer:
+                ended[i] = "empty"
+            elif not looks_finished(answer, comp.finish_reasons[0]):
+                ended[i] = "unfinished"
+            else:
+                talks[i].append(answer)
+    rows = []
+    for i, p in enumerate(plans):
+        talk = talks[i] if len(talks[i]) % 2 == 0 else talks[i][:-1]  # end on the second speaker's turn
+        messages = _view(system, talk, 1)
+        problem = None if len(talk) >= 2 else (ended[i] or "empty")
+        rows.append({"messages": messages, "kind": "interaction", "variant": p["variant"],
+                     "conversation": offset + i, "ended_early": ended[i], "problem": problem})
+    return rows
+
+
+def _view(system: str, talk: list[str], speaker: int) -> list[dict]:
+    """The conversation as one speaker sees it (0: A, who opened; 1: B): its own utterances are `assistant`."""
+    msgs = [{"role": "system", "content": system}]
+    for j, text in enumerate(talk):
+        msgs.append({"role": "assistant" if j % 2 == speaker else "user", "content": text})
+    return msgs
+
+
+def _n_assistant(row: dict) -> int:
+    return sum(m["role"] == "assistant" for m in row["messages"])
+
+
+# -- sft-data ------------------------------------------------------------------------------------------------
+
+SFT_SYSTEM = "You are {name}, an AI assistant."
+
+
+@dataclasses.dataclass(kw_only=True)
+class SFTDataConfig:
+    reflection: str = field(help="dir of the reflection stage", hash=False)
+    interaction: str = field(help="dir of the interaction stage", hash=False)
+    out: str = field(help="output directory (shards + manifest.json)", hash=False)
+    system_prompt: str = field(SFT_SYSTEM, help="simplified system prompt put on every sample ({name} is filled in)")
+    name: str | None = field(None, help="the assistant's name; default: the one the reflection stage used")
+    student_model: str | None = field(None, help="model whose chat template measures length; default: the reflection stage's")
+    max_length: int = field(2048, help="drop samples longer than this many tokens in the student's chat template")
+    seed: int = field(0, help="shuffle seed")
+    shard_size: int = field(2000, help="samples per output shard")
+
+
+def run_sft_data(cfg: SFTDataConfig) -> Path:
+    from character.stages.distill import _finished_stage
+
+    t0 = time.time()
+    refl, inter = _finished_stage(cfg.reflection, "reflection"), _finished_stage(cfg.interaction, "interaction")
+    rm = refl.manifest
+    student_model = cfg.student_model or rm["config"]["model"]
+    name = cfg.name or rm.get("name") or model_display_name(student_model)
+    system = cfg.system_prompt.replace("{name}", name)
+    out = StageDir(Path(cfg.out).expanduser(), "sft-data")
+    inputs = {"reflection": content_hash(refl.path), "interaction": content_hash(inter.path),
+              "student_model": student_model, "name": name}
+    if out.is_complete(config_hash(cfg), inputs):
+        print(f"sft-data: {out.path} is complete for these settings and inputs; nothing to do", file=sys.stderr)
+        return out.path
+    out.begin(to_dict(cfg), config_hash(cfg), inputs)
+    for p in out.shards():
+        p.unlink()
+
+    from transformers import AutoTokenizer
+
+    from character import models
+
+    tok = AutoTokenizer.from_pretrained(models.resolve(student_model))
+    dropped: Counter = Counter()
+    samples = []
+    for row in refl.rows() + inter.rows():
+        kind = row.get("kind", "?")
+        if row.get("problem"):
+            dropped[f"{kind}: {row['problem']}"] += 1
+            continue
+        turns = [m for m in row["messages"] if m["role"] != "system"]
+        messages = [{"role": "system", "content": system}] + [{"role": m["role"], "content": m["content"]}
+                                                              for m in turns]
+        if not _alternates(messages):
+            dropped[f"{kind}: bad_roles"] += 1
+            continue
+        ids = tok.apply_chat_template(messages, tokenize=True)
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        if len(ids) > cfg.max_length:
+            dropped[f"{kind}: too_long"] += 1
+            continue
+        samples.append({"messages": messages, "kind": kind})
+    random.Random(cfg.seed).shuffle(samples)
+    for i in range(0, max(1, len(samples)), cfg.shard_size):
+        out.write_shard(i // cfg.shard_size, samples[i:i + cfg.shard_size])
+    kinds = Counter(s["kind"] for s in samples)
+    counts = {"samples": len(samples), **{f"kept {k}": v for k, v in sorted(kinds.items())},
+              **{f"dropped {k}": v for k, v in sorted(dropped.items())}}
+    secs = time.time() - t0
+    out.finish(counts=counts, timings={"total_s": round(secs, 2)}, name=name)
+    summarize("sft-data", counts, secs)
+    return out.path
+
+
+def _alternates(messages: list[dict]) -> bool:
+    """system, then user/assistant strictly alternating, starting with user and ending with assistant."""
+    roles = [m["role"] for m in messages]
+    if roles[:1] != ["system"] or len(roles) < 3:
+        return False
+    body = roles[1:]
+    return body[-1] == "assistant" and all(r == ("user" if j % 2 == 0 else "assistant") for j, r in enumerate(body))

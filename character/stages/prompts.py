@@ -1,0 +1,160 @@
+"""Stage `prompts`: grow each trait's seed questions to N user messages by few-shot generation.
+
+Each round asks the model, for every trait still short of `--target`, for numbered lists of new user messages
+(few-shot: a sample of that trait's messages so far), parses the lists, drops near-duplicates, and keeps new ones
+until the trait has `--target`. Rounds stop when every trait is full or `--rounds` is reached; a shortfall is
+reported, not hidden. Shard 0 holds the seed questions, shard r the messages accepted in round r, so a killed run
+resumes at the next round.
+
+    character generate prompts --constitution sarcasm --out runs/sarcasm/prompts --target 50
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+import time
+
+from character import constitution as C
+from character.artifacts import read_jsonl
+from character.config import config_hash, field, to_dict
+from character.engine.base import Engine, Request
+from character.errors import CharacterError
+from character.stages.common import (
+    GenerateConfig,
+    LazyEngine,
+    already_done,
+    sampling_config,
+    stage_dir,
+    summarize,
+)
+from character.stages.textfilters import is_near_duplicate, parse_numbered_list
+
+INSTRUCTION = """One trait of an AI assistant's character is:
+"{trait}"
+
+Write {k} new messages that different users might send to this assistant, each giving it a natural chance to \
+show this trait. Vary the topic, length and tone. Do not mention the trait or the assistant's character. Here are \
+some examples:
+{examples}
+
+Reply with a numbered list of {k} new messages and nothing else."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class PromptsConfig(GenerateConfig):
+    constitution: str = field(help="constitution name (from constitutions/) or file path", hash=False)
+    target: int = field(50, help="user messages wanted per trait (seed questions included)")
+    rounds: int = field(8, help="most generation rounds before giving up on a trait's shortfall")
+    requests_per_trait: int = field(3, help="list requests per short trait and round")
+    per_request: int = field(10, help="messages asked for in each list")
+    few_shot: int = field(5, help="example messages shown in each request")
+    dedup_threshold: float = field(0.6, help="character-trigram Jaccard similarity at which a message is a near-duplicate")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.target < 1 or self.rounds < 0 or self.requests_per_trait < 1 or self.per_request < 1:
+            raise ValueError("target, requests_per_trait and per_request must be >= 1, rounds >= 0")
+        if not 0 < self.dedup_threshold <= 1:
+            raise ValueError("dedup_threshold must be in (0, 1]")
+
+
+def run_prompts(cfg: PromptsConfig, engine: Engine | None = None):
+    t0 = time.time()
+    con = C.load(cfg.constitution)
+    out = stage_dir(cfg, "prompts")
+    inputs = {"constitution": con.hash()}
+    if already_done(out, cfg, inputs):
+        return out.path
+    out.begin(to_dict(cfg), config_hash(cfg), inputs)
+
+    # state: the messages kept per trait, rebuilt from the shards already on disk
+    kept: list[list[str]] = [[] for _ in con.traits]
+    done = sorted(out.done_shards())
+    expected = list(range(len(done)))
+    if done != expected:  # a gap means shards from an interrupted, different layout: start over
+        for p in out.shards():
+            p.unlink()
+        done = []
+    for i in done:
+        for row in read_jsonl(out.shard_path(i)):
+            kept[row["trait_index"]].append(row["prompt"])
+    if not done:
+        rows = []
+        for ti, t in enumerate(con.traits):
+            for q in (*t.questions, *t.additional_questions):
+                if len(kept[ti]) < cfg.target and not is_near_duplicate(q, kept[ti], 1.01):  # exact repeats only
+                    kept[ti].append(q)
+                    rows.append({"trait_index": ti, "trait": t.trait, "prompt": q, "source": "seed"})
+        out.write_shard(0, rows)
+        done = [0]
+
+    lazy = LazyEngine(cfg, engine)
+    stats = {"asked": 0, "parsed": 0, "near_duplicates": 0, "unparsable_replies": 0}
+    try:
+        for r in range(len(done), cfg.rounds + 1):
+            short = [ti for ti in range(len(con.traits)) if len(kept[ti]) < cfg.target]
+            if not short:
+                break
+            rows = _round(cfg, con, kept, short, r, lazy.get(), stats)
+            out.write_shard(r, rows)
+    finally:
+        lazy.close()
+
+    shortfall = {i: cfg.target - len(k) for i, k in enumerate(kept) if len(k) < cfg.target}
+    counts = {"traits": len(kept), "prompts": sum(map(len, kept)), "target_per_trait": cfg.target,
+              "rounds": len(out.shards()) - 1, **stats, "short_traits": len(shortfall),
+              "shortfall": sum(shortfall.values())}
+    if shortfall:
+        print(f"prompts: {len(shortfall)} traits below --target {cfg.target} after {cfg.rounds} rounds "
+              f"(missing per trait index: {shortfall}); raise --rounds or lower --target", file=sys.stderr)
+    secs = time.time() - t0
+    out.finish(counts=counts, timings={"total_s": round(secs, 2), "engine_start_s": round(lazy.started_s, 2)},
+               models={"generator": cfg.model}, constitution_name=con.name)
+    summarize("prompts", counts, secs)
+    return out.path
+
+
+def _round(cfg: PromptsConfig, con, kept: list[list[str]], short: list[int], r: int, engine: Engine,
+           stats: dict) -> list[dict]:
+    rng = random.Random(cfg.seed * 1000 + r if cfg.seed is not None else None)
+    requests, owners = [], []
+    for ti in short:
+        for _ in range(cfg.requests_per_trait):
+            examples = rng.sample(kept[ti], min(cfg.few_shot, len(kept[ti])))
+            text = INSTRUCTION.format(trait=con.traits[ti].trait, k=cfg.per_request,
+                                      examples="\n".join(f"- {e}" for e in examples))
+            requests.append(Request([{"role": "user", "content": text}], prefill="1."))
+            owners.append(ti)
+    sampling = sampling_config(cfg, n=1, seed=None if cfg.seed is None else cfg.seed + 7919 * r)
+    completions = engine.generate(requests, sampling, progress=f"prompts round {r}")
+    rows = []
+    for ti, comp in zip(owners, completions):
+        stats["asked"] += cfg.per_request
+        for text in comp.texts:
+            items = parse_numbered_list("1." + text)
+            if not items:
+                stats["unparsable_replies"] += 1
+            stats["parsed"] += len(items)
+            for q in items:
+                if len(kept[ti]) >= cfg.target:
+                    break
+                if is_near_duplicate(q, kept[ti], cfg.dedup_threshold):
+                    stats["near_duplicates"] += 1
+                    continue
+                kept[ti].append(q)
+                rows.append({"trait_index": ti, "trait": con.traits[ti].trait, "prompt": q, "source": f"round-{r}"})
+    return rows
+
+
+def read_prompts(path) -> list[dict]:
+    """The rows of a prompts stage directory, in order; an error if it is not a finished prompts stage."""
+    from character.artifacts import StageDir
+
+    sd = StageDir(path, "prompts")
+    m = sd.manifest
+    if not m or m.get("stage") != "prompts" or m.get("status") != "complete":
+        raise CharacterError(f"prompts '{path}': not a finished prompts stage directory; run "
+                             f"`character generate prompts --out {path}` first")
+    return sd.rows()

@@ -1,0 +1,150 @@
+"""Pipeline files and Slurm scripts without running anything: loading, wiring, errors, rendering.
+
+    pytest tests/pipeline/test_pipeline_config.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from character import pipeline as P
+from character import slurm as S
+from character.errors import CharacterError
+from character.resources import data_path
+
+SHIPPED = sorted(data_path("pipelines").glob("*.yaml"))
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_every_shipped_pipeline_opens_with_its_command_and_resolves():
+    assert SHIPPED, "no pipelines/*.yaml shipped"
+    for path in SHIPPED:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# character ") and path.name in first, f"{path.name}: first line is {first!r}"
+        cfg = P.load_pipeline(path)
+        plan = P.resolve(cfg)  # every stage config builds (unknown keys would raise)
+        assert [s.name for _, s, _ in plan][: len(P.STAGES)] == list(P.STAGE_NAMES)
+
+
+def test_wiring_connects_each_stage_to_the_ones_before(tmp_path):
+    cfg = P.load_pipeline(data_path("pipelines", "demo.yaml"), out=str(tmp_path), constitution=["sarcasm"])
+    by = {s.name: sc for _, s, sc in P.resolve(cfg)}
+    d = tmp_path / "sarcasm"
+    assert by["teacher"].prompts == str(d / "prompts") and by["student"].prompts == str(d / "prompts")
+    assert (by["dpo-data"].chosen, by["dpo-data"].rejected) == (str(d / "teacher"), str(d / "student"))
+    assert by["train-dpo"].data == str(d / "dpo-data")
+    assert by["train-sft"].adapter == str(d / "train-dpo") and by["train-sft"].data == str(d / "sft-data")
+    assert by["merge"].adapters == [str(d / "train-dpo"), str(d / "train-sft")]
+    assert by["eval"].adapter == [str(d / "merge")]
+    assert by["teacher"].model == cfg.teacher and by["train-dpo"].model == cfg.student
+    assert all(sc.out == str(d / name) for name, sc in by.items())
+
+
+def test_set_overrides_one_stage_or_the_defaults(tmp_path):
+    cfg = P.load_pipeline(data_path("pipelines", "demo.yaml"), out=str(tmp_path),
+                          set=["train-dpo.learning_rate=0.001", "seed=7"])
+    by = {s.name: sc for _, s, sc in P.resolve(cfg)}
+    assert by["train-dpo"].learning_rate == 0.001
+    assert by["train-sft"].learning_rate != 0.001
+    assert cfg.defaults["seed"] == 7
+
+
+@pytest.mark.parametrize("text, flags, message", [
+    ("stages: {trian-dpo: {}}\n", {}, "did you mean 'train-dpo'"),
+    ("stages: {train-dpo: {learning_rte: 1}}\n", {}, "did you mean 'learning_rate'"),
+    ("stages: {train-dpo: {out: x}}\n", {}, "set by the pipeline"),
+    ("defaults: {backnd: hf}\n", {}, "did you mean 'backend'"),
+    ("constitution: [sarcsm]\n", {}, "did you mean 'sarcasm'"),
+    ("", {"from": "train-dop"}, "did you mean 'train-dpo'"),
+    ("", {"from": "merge", "until": "prompts"}, "swap them"),
+    ("", {"set": ["novalue"]}, "STAGE.FIELD=VALUE"),
+    ("teachr: x\n", {}, "did you mean 'teacher'"),
+])
+def test_bad_pipeline_files_give_one_line(tmp_path, text, flags, message):
+    with pytest.raises(CharacterError, match=message) as e:
+        P.resolve(P.load_pipeline(_write(tmp_path, text), **flags))
+    assert "\n" not in str(e.value)
+
+
+def test_from_needs_finished_earlier_stages(tmp_path, cli):
+    r = cli("run", data_path("pipelines", "demo.yaml"), "--out", tmp_path, "--from", "train-dpo")
+    assert r.returncode == 2, r.stderr
+    assert "dpo-data" in r.stderr and "run from 'dpo-data'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_constitution_file_outside_the_repo_gets_its_own_directory(tmp_path):
+    src = data_path("constitutions", "sarcasm.yaml").read_text()
+    mine = tmp_path / "elsewhere" / "wry.yaml"
+    mine.parent.mkdir()
+    mine.write_text(src.replace("name: sarcasm", "name: wry", 1))
+    cfg = P.load_pipeline(data_path("pipelines", "demo.yaml"), constitution=[str(mine)], out=str(tmp_path / "o"))
+    [(name, ref)] = P.constitutions(cfg)
+    assert name == "wry" and ref == str(mine.resolve())
+    by = {s.name: sc for _, s, sc in P.resolve(cfg)}
+    assert by["prompts"].constitution == str(mine.resolve())
+    assert by["eval"].out == str(tmp_path / "o" / "wry" / "eval")
+
+
+def test_all_means_every_shipped_constitution():
+    from character import constitution as C
+
+    cfg = P.load_pipeline(data_path("pipelines", "demo.yaml"), constitution=["all"])
+    assert [n for n, _ in P.constitutions(cfg)] == C.available()
+
+
+# ---- Slurm scripts -------------------------------------------------------------------------------------
+def test_dry_run_prints_a_chain_of_valid_scripts(tmp_path, cli):
+    r = cli("slurm", "submit", data_path("pipelines", "demo.yaml"), "--dry_run", "--gpus", "4", "--nodes", "2",
+            "--partition", "gpu", "--constitution", "sarcasm,humor", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    scripts = r.stdout.split("# ---- sbatch")[1:]
+    assert [s.split("\n", 1)[0].rsplit("/", 1)[1] for s in scripts] == [
+        "generate-dpo.sh", "train-dpo.sh", "generate-sft.sh", "train-sft.sh", "eval.sh"]
+    assert "--dependency" not in scripts[0].split("\n", 1)[0]
+    assert all("--dependency=afterok:<" in s.split("\n", 1)[0] for s in scripts[1:])
+    for i, s in enumerate(scripts):
+        body = s.split("\n", 1)[1]
+        for needed in ("set -euo pipefail", "#SBATCH --array=0-1", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@",
+                       "%x-%A_%a.out", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4",
+                       "trap requeue USR1", "CONSTITUTIONS=(sarcasm humor)"):
+            assert needed in body, f"script {i} lacks {needed!r}"
+        assert "{{" not in body
+        path = tmp_path / f"s{i}.sh"
+        path.write_text(body)
+        assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    assert "#SBATCH --nodes=2" in scripts[1] and "srun" in scripts[1] and "--main_process_ip" in scripts[1]
+    assert "#SBATCH --nodes=1" in scripts[0]
+    assert not list(tmp_path.glob("slurm/*")), "a dry run wrote files"
+
+
+def test_slurm_settings_layer_file_kind_and_flags(tmp_path):
+    section = {"partition": "a", "time": "1:00:00", "train": {"time": "9:00:00", "nodes": 4}}
+    assert S.settings_for("generate", section, {}).time == "1:00:00"
+    train = S.settings_for("train", section, {"partition": "b"})
+    assert (train.time, train.nodes, train.partition) == ("9:00:00", 4, "b")
+    with pytest.raises(CharacterError, match="did you mean 'partition'"):
+        S.settings_for("train", {"partion": "x"}, {})
+
+
+def test_script_run_outside_slurm_says_what_is_missing(tmp_path):
+    text = S.render(S.JOBS[0], list(S.JOBS[0].stages), S.SlurmSettings(gpus=0), pipeline=tmp_path / "p.yaml",
+                    out=tmp_path, constitutions=["sarcasm"], run_args=[])
+    path = tmp_path / "job.sh"
+    path.write_text(text)
+    env = {"PATH": "/usr/bin:/bin"}
+    r = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "run this script through sbatch" in r.stderr
+    r = subprocess.run(["bash", str(path)], capture_output=True, text=True,
+                       env={**env, "SLURM_JOB_ID": "1", "SLURM_ARRAY_TASK_ID": "3"})
+    assert r.returncode == 2 and "array task 3 has no constitution" in r.stderr
+    r = subprocess.run(["bash", str(path)], capture_output=True, text=True,
+                       env={**env, "SLURM_JOB_ID": "1", "SLURM_ARRAY_TASK_ID": "0"})
+    assert r.returncode == 2 and "pipeline file" in r.stderr and "not found" in r.stderr
