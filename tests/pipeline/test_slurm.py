@@ -1,0 +1,128 @@
+"""The pipeline on a real Slurm cluster (this machine, one node): the chain of job arrays, then a requeue.
+
+    pytest -m slurm tests/pipeline/test_slurm.py
+
+The fixture installs slurm-wlm and munge when missing and starts munged, slurmctld and slurmd (see
+slurm_cluster.py). The chain runs pipelines/tiny.yaml on tiny-chat-llama for two constitutions: five job arrays
+linked by afterok. Then the finished outputs are checked from outside Slurm: a local `character run` over them
+does nothing, and a changed DPO setting reruns from train-dpo on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from character.artifacts import read_jsonl, read_manifest
+from character.pipeline import STAGE_NAMES
+from character.resources import data_path
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+TINY = data_path("pipelines", "tiny.yaml")
+CONSTITUTIONS = ("sarcasm", "humor")
+
+
+def run_character(*args, env: dict | None = None, cwd: Path, timeout: float = 600):
+    return subprocess.run([sys.executable, "-m", "character", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _submit(cluster, out: Path, *flags: str) -> list[str]:
+    r = run_character("slurm", "submit", TINY, "--gpus", "0", "--out", out / "runs", "--logs", out / "logs",
+                      *flags, env={"SLURM_CONF": cluster.env["SLURM_CONF"]}, cwd=out, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return [line.split()[0] for line in r.stdout.splitlines() if line[:1].isdigit()]
+
+
+@pytest.fixture(scope="module")
+def chain(slurm_cluster, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chain")
+    ids = _submit(slurm_cluster, out, "--constitution", ",".join(CONSTITUTIONS))
+    states = slurm_cluster.wait(ids, timeout=600)
+    return out, ids, states
+
+
+def test_chain_of_job_arrays_completes_with_every_output(chain, slurm_cluster):
+    out, ids, states = chain
+    assert len(ids) == 5
+    assert len(states) == 5 * len(CONSTITUTIONS)
+    failed = {k: v for k, v in states.items() if v != "COMPLETED"}
+    logs = "\n".join(p.read_text()[-1500:] for p in sorted((out / "logs").glob("*.out")))
+    assert not failed, f"{failed}\n{logs}"
+    # afterok: every job started after all tasks of the job before it had ended
+    records = {j: slurm_cluster.jobs(j) for j in ids}
+    for prev, nxt in zip(ids, ids[1:]):
+        assert min(r["StartTime"] for r in records[nxt]) >= max(r["EndTime"] for r in records[prev])
+    for c in CONSTITUTIONS:
+        for stage in STAGE_NAMES:
+            m = read_manifest(out / "runs" / c / stage)
+            assert m and m["status"] == "complete", f"{c}/{stage}: {m}"
+        assert (out / "runs" / c / "merge" / "adapter_config.json").is_file()
+        assert (out / "runs" / c / "eval" / "report.md").is_file()
+    assert len(list((out / "logs").glob("character-*-*_*.out"))) == 5 * len(CONSTITUTIONS)
+    assert json.loads((out / "runs" / "slurm" / "jobs.json").read_text())["eval"] == ids[-1]
+
+
+def _ran(out: Path, c: str) -> set[str]:
+    stages = json.loads((out / "runs" / c / "pipeline.json").read_text())["stages"]
+    return {name for name, v in stages.items() if v["status"] == "ran"}
+
+
+def test_local_rerun_of_the_finished_chain_does_nothing(chain):
+    out, _, _ = chain
+    r = run_character("run", TINY, "--constitution", "sarcasm", "--out", out / "runs", cwd=out)
+    assert r.returncode == 0, r.stderr
+    assert "ran: nothing (all up to date)" in r.stdout
+    assert _ran(out, "sarcasm") == set()
+
+
+def test_changed_dpo_setting_reruns_from_train_dpo_on(chain):
+    out, _, _ = chain
+    before = {s: read_manifest(out / "runs" / "humor" / s)["finished_at"] for s in STAGE_NAMES}
+    time.sleep(1)  # manifests record seconds
+    r = run_character("run", TINY, "--constitution", "humor", "--out", out / "runs", "--set",
+                      "train-dpo.beta=0.3", cwd=out)
+    assert r.returncode == 0, r.stderr
+    ran = _ran(out, "humor")
+    first = STAGE_NAMES.index("train-dpo")
+    assert not ran & set(STAGE_NAMES[:first]), ran
+    assert {"train-dpo", "train-sft", "merge", "eval"} <= ran, ran
+    after = {s: read_manifest(out / "runs" / "humor" / s)["finished_at"] for s in STAGE_NAMES}
+    assert all(after[s] == before[s] for s in STAGE_NAMES[:first])
+
+
+def test_requeued_job_resumes_without_losing_or_repeating_rows(slurm_cluster, tmp_path):
+    # the teacher stage alone, in shards of 2 prompts over every built-in general prompt: long enough to interrupt
+    ids = _submit(slurm_cluster, tmp_path, "--constitution", "sarcasm", "--until", "teacher",
+                  "--set", "teacher.shard_size=2", "--set", "teacher.general_limit=0")
+    job = ids[0]
+    teacher = tmp_path / "runs" / "sarcasm" / "teacher"
+    deadline = time.time() + 240
+    while len(list(teacher.glob("shard-*.jsonl"))) < 3:
+        assert time.time() < deadline, slurm_cluster.logs()
+        assert slurm_cluster.states(job).get(f"{job}_0") not in ("FAILED", "COMPLETED"), "finished too early"
+        time.sleep(0.2)
+    slurm_cluster.run("scontrol", "requeue", f"{job}_0")
+    early = {p.name: p.stat().st_ino for p in teacher.glob("shard-*.jsonl")}
+    assert read_manifest(teacher)["status"] == "running", "the job ended before the requeue; nothing was tested"
+    states = slurm_cluster.wait([job], timeout=300)
+    log = "\n".join(p.read_text() for p in (tmp_path / "logs").glob("*.out"))
+    assert states == {f"{job}_0": "COMPLETED"}, log
+    assert "restart 1" in log and "already on disk; resuming" in log
+    [rec] = slurm_cluster.jobs(job)
+    assert rec["Restarts"] == "1"
+    m = read_manifest(teacher)
+    assert m["status"] == "complete"
+    rows = [r for p in sorted(teacher.glob("shard-*.jsonl")) for r in read_jsonl(p)]
+    ids_seen = [(r["prompt_id"], r["sample"]) for r in rows]
+    assert len(ids_seen) == len(set(ids_seen)), "a row was written twice"
+    assert len(rows) == m["counts"]["samples"] == m["counts"]["prompts"], m["counts"]
+    # the shards finished before the requeue were kept as they were, not written again
+    for name, inode in early.items():
+        assert (teacher / name).stat().st_ino == inode, f"{name} was rewritten after the requeue"
