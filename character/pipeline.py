@@ -333,7 +333,7 @@ def _run_plan(cfg: PipelineConfig, plan, summary: dict, shared: SharedEngine) ->
     for (c, _), s, sc in plan:
         out = stage_dir(cfg, c, s.name)
         before = _finished_at(out)
-        print(f"[{c}] {s.name}: running -> {out}", flush=True)
+        print(f"[{c}] {s.name} -> {out}", flush=True)
         t = time.time()
         run_stage(s, sc, cfg.isolate, shared)
         after = _finished_at(out)

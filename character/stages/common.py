@@ -83,6 +83,8 @@ def run_sharded(out: StageDir, items: list, shard_size: int, work: Callable[[lis
     from tqdm import tqdm
 
     n_shards = max(1, -(-len(items) // shard_size))
+    for stale in out.path.glob(".*.tmp"):  # half-written files of a killed run (one writer per stage dir)
+        stale.unlink(missing_ok=True)
     done = out.done_shards()
     todo = [i for i in range(n_shards) if i not in done]
     skipped = n_shards - len(todo)

@@ -27,6 +27,19 @@ def make_adapter(base: str, out: Path, seed: int, r: int = 8, scale: float = 0.5
 
 
 @pytest.fixture(scope="session")
+def adapter_factory():
+    """make_adapter(base, out, seed, r=8, scale=0.5) for tests that need their own adapter."""
+    return make_adapter
+
+
+@pytest.fixture(scope="session")
 def tiny_adapters(tiny_llama_path, tmp_path_factory) -> list[str]:
     root = tmp_path_factory.mktemp("adapters")
     return [make_adapter(tiny_llama_path, root / name, seed) for seed, name in enumerate(["sarcasm-a", "humor-b"])]
+
+
+@pytest.fixture(scope="session")
+def embedding_judge():
+    from character.evaluation.judges import EmbeddingJudge
+
+    return EmbeddingJudge("minilm")

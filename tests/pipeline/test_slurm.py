@@ -3,8 +3,8 @@
     pytest -m slurm tests/pipeline/test_slurm.py
 
 The fixture installs slurm-wlm and munge when missing and starts munged, slurmctld and slurmd (see
-slurm_cluster.py). The chain runs pipelines/tiny.yaml on tiny-chat-llama for two constitutions: five job arrays
-linked by afterok. Then the finished outputs are checked from outside Slurm: a local `character run` over them
+slurm_cluster.py). The chain runs pipelines/tiny.yaml on tiny-chat-llama for two constitutions, a shipped one
+and a file from outside the repo: five job arrays linked by afterok. Then the finished outputs are checked from outside Slurm: a local `character run` over them
 does nothing, and a changed DPO setting reruns from train-dpo on.
 """
 
@@ -25,7 +25,7 @@ from character.resources import data_path
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TINY = data_path("pipelines", "tiny.yaml")
-CONSTITUTIONS = ("sarcasm", "humor")
+CONSTITUTIONS = ("sarcasm", "wry")  # wry: a new persona in a file of its own
 
 
 def run_character(*args, env: dict | None = None, cwd: Path, timeout: float = 600):
@@ -43,7 +43,10 @@ def _submit(cluster, out: Path, *flags: str) -> list[str]:
 @pytest.fixture(scope="module")
 def chain(slurm_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("chain")
-    ids = _submit(slurm_cluster, out, "--constitution", ",".join(CONSTITUTIONS))
+    wry = out / "personas" / "wry.yaml"
+    wry.parent.mkdir()
+    wry.write_text(data_path("constitutions", "humor.yaml").read_text().replace("name: humor", "name: wry", 1))
+    ids = _submit(slurm_cluster, out, "--constitution", f"sarcasm,{wry}")
     states = slurm_cluster.wait(ids, timeout=600)
     return out, ids, states
 
@@ -84,23 +87,23 @@ def test_local_rerun_of_the_finished_chain_does_nothing(chain):
 
 def test_changed_dpo_setting_reruns_from_train_dpo_on(chain):
     out, _, _ = chain
-    before = {s: read_manifest(out / "runs" / "humor" / s)["finished_at"] for s in STAGE_NAMES}
+    before = {s: read_manifest(out / "runs" / "wry" / s)["finished_at"] for s in STAGE_NAMES}
     time.sleep(1)  # manifests record seconds
-    r = run_character("run", TINY, "--constitution", "humor", "--out", out / "runs", "--set",
+    r = run_character("run", TINY, "--constitution", out / "personas" / "wry.yaml", "--out", out / "runs", "--set",
                       "train-dpo.beta=0.3", cwd=out)
     assert r.returncode == 0, r.stderr
-    ran = _ran(out, "humor")
+    ran = _ran(out, "wry")
     first = STAGE_NAMES.index("train-dpo")
     assert not ran & set(STAGE_NAMES[:first]), ran
     assert {"train-dpo", "train-sft", "merge", "eval"} <= ran, ran
-    after = {s: read_manifest(out / "runs" / "humor" / s)["finished_at"] for s in STAGE_NAMES}
+    after = {s: read_manifest(out / "runs" / "wry" / s)["finished_at"] for s in STAGE_NAMES}
     assert all(after[s] == before[s] for s in STAGE_NAMES[:first])
 
 
 def test_requeued_job_resumes_without_losing_or_repeating_rows(slurm_cluster, tmp_path):
-    # the teacher stage alone, in shards of 2 prompts over every built-in general prompt: long enough to interrupt
+    # the teacher stage alone, 90 prompts in shards of 2: long enough to interrupt after a few shards
     ids = _submit(slurm_cluster, tmp_path, "--constitution", "sarcasm", "--until", "teacher",
-                  "--set", "teacher.shard_size=2", "--set", "teacher.general_limit=0")
+                  "--set", "teacher.shard_size=2", "--set", "teacher.general_limit=40")
     job = ids[0]
     teacher = tmp_path / "runs" / "sarcasm" / "teacher"
     deadline = time.time() + 240

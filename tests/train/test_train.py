@@ -116,7 +116,10 @@ def test_kill_after_checkpoint_then_resume(tiny_llama_path, tmp_path):
     assert metrics["global_step"] == 4
     assert metrics["resumed_from"] and int(metrics["resumed_from"].rsplit("-", 1)[1]) >= 2
     steps = [e["step"] for e in metrics["log_history"] if "loss" in e]
-    assert steps and min(steps) > 2  # the resumed run logged only the steps it still had to do
+    assert steps == [1, 2, 3, 4]  # the history of the killed run was restored with the checkpoint
+    # ... and the resumed run itself trained only the steps after its checkpoint
+    done_after = 4 - int(metrics["resumed_from"].rsplit("-", 1)[1])
+    assert (tmp_path / "second.log").read_text().count("{'loss'") == done_after
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
 
 
