@@ -82,6 +82,8 @@ class EngineConfig:
     concurrency: int = field(8, help="openai: requests in flight", hash=False)
     timeout: float = field(120.0, help="openai: seconds per request", hash=False)
     max_retries: int = field(5, help="openai: retries on 429/5xx/timeouts, with exponential backoff", hash=False)
+    kv_cache_gib: float = field(0.0, help="vllm: GiB reserved for the KV cache; 0 = auto (on CPU: 2 GiB, which "
+                                "a shared machine can spare; on GPU: from --gpu_memory_utilization)", hash=False)
     enable_lora: bool | None = field(None, help="vllm: serve LoRA adapters; default: on when a request names one", hash=False)
 
 

@@ -79,7 +79,7 @@ class HFEngine(Engine):
         bar = tqdm(total=len(requests), desc=progress, disable=not progress)
         for adapter, idx in _groups(requests):
             idx.sort(key=lambda i: len(ids[i]))
-            for b, start in enumerate(range(0, len(idx), bs)):
+            for start in range(0, len(idx), bs):
                 chunk = idx[start:start + bs]
                 batch = self._pad([ids[i] for i in chunk])
                 if sampling.seed is not None:

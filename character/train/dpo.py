@@ -47,10 +47,11 @@ def shared_dataset(rows: list[dict], where: Path):
     """A datasets.Dataset on disk under OUT, so all processes share its cache files (precomputed log-probs)."""
     import shutil
 
+    import torch
     from accelerate import PartialState
     from datasets import Dataset, load_from_disk
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # the trainer's arguments made it already; same one
     if state.is_main_process:
         if where.exists():
             shutil.rmtree(where)
@@ -70,9 +71,9 @@ def train_dpo(cfg: DPOTrainConfig) -> Path:
     from character.models import resolve
     from character.train.common import (
         Run,
-        lora_config,
         load_model,
         load_tokenizer,
+        lora_config,
         model_fingerprint,
         summarize,
         trainer_args,
@@ -112,10 +113,10 @@ def train_dpo(cfg: DPOTrainConfig) -> Path:
         metrics = summarize(trainer, counts, ("rewards/margins", "rewards/accuracies", "rewards/chosen",
                                               "rewards/rejected", "logps/chosen", "logps/rejected"))
         metrics["resumed_from"] = resume_from
-        run.publish(trainer.model, tokenizer, metrics)
         import shutil
 
-        shutil.rmtree(run.out / ".dataset", ignore_errors=True)
+        shutil.rmtree(run.out / ".dataset", ignore_errors=True)  # before publish: not part of the output hash
+        run.publish(trainer.model, tokenizer, metrics)
     trainer.accelerator.wait_for_everyone()
     return run.out
 

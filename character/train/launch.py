@@ -48,8 +48,13 @@ def launch(cfg, command: str) -> Path:
     spec = out / ".launch-config.yaml"
     spec.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file(cfg.launcher))]
-    if cfg.num_processes:
-        cmd += ["--num_processes", str(cfg.num_processes)]
+    processes = cfg.num_processes
+    if not processes and cfg.launcher in ("ddp", "zero2", "zero3"):
+        import torch  # one process per visible GPU of this node
+
+        processes = torch.cuda.device_count() or 0
+    if processes:
+        cmd += ["--num_processes", str(processes)]
     cmd += shlex.split(cfg.launcher_args)
     cmd += ["-m", "character", "train", command, "--config", str(spec)]
     env = {**os.environ, ENV_FLAG: "1"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 TOPICS = ["the sea", "mountains", "tea", "trains", "libraries", "rain", "chess", "bread", "owls", "maps",
           "clocks", "gardens", "bridges", "snow", "violins", "lanterns"]
 
