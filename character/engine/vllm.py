@@ -122,10 +122,11 @@ class VLLMEngine(Engine):
         from vllm import SamplingParams
 
         return SamplingParams(
-            n=sampling.n if sampling.temperature > 0 else 1,  # greedy: one sample, repeated n times below temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+            # greedy: one sample, repeated n times by the caller (vLLM refuses n > 1 at temperature 0)
+            n=sampling.n if sampling.temperature > 0 else 1,
+            temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
             min_p=sampling.min_p, repetition_penalty=sampling.repetition_penalty, max_tokens=sampling.max_tokens,
             # one seed per request: reproducible, and two requests with the same prompt still differ
-            # (greedy gets no seed: this vLLM build samples with a seeded generator even at temperature 0)
             seed=None if sampling.seed is None or sampling.temperature == 0 else sampling.seed + index, **extra)
 
     def _check_length(self, ids: list[int], extra: int, i: int):

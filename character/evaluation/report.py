@@ -93,6 +93,10 @@ def write(results: dict, path: Path) -> None:
     L = [f"# Evaluation: {results['suite']}", ""]
     L.append("Systems: " + ", ".join(f"`{s['name']}`" + (f" (adapter {s['adapter']})" if s["adapter"] else
                                                         f" ({s['model']})") for s in results["systems"]))
+    serving = {"multi": "all served by one engine (multi-LoRA)",
+               "merged": "each adapter merged into a full checkpoint with its own engine"}.get(results.get("lora_serving"))
+    if serving:
+        L.append(f"Adapters: {serving}.")
     L += [f"Seed {results['seed']}, config hash `{results['config_hash']}`. Full numbers: results.json.", ""]
 
     pref = results.get("preferences")

@@ -134,7 +134,14 @@ def load_constitution(cfg: EvalConfig):
 
 
 def run_eval(cfg: EvalConfig) -> Path:
-    from character.artifacts import StageDir, atomic_write_json, content_hash, sha256_text, versions
+    from character.artifacts import (
+        StageDir,
+        atomic_write_json,
+        content_hash,
+        git_commit,
+        sha256_text,
+        versions,
+    )
     from character.evaluation import data
     from character.resources import data_path
 
@@ -176,7 +183,9 @@ def run_eval(cfg: EvalConfig) -> Path:
     from character.engine.base import subset
     from character.evaluation.systems import Engines
 
-    if any(s.adapter for s in systems) and resolve_lora_serving(cfg) == "merged":
+    adapter_of = {s.name: s.adapter for s in systems}
+    serving = resolve_lora_serving(cfg) if any(adapter_of.values()) else "none"
+    if serving == "merged":
         systems = serve_merged(systems)
     engine_cfg = subset(cfg, EngineConfig)
     engine_cfg = dataclasses.replace(engine_cfg, model=base)
@@ -184,8 +193,9 @@ def run_eval(cfg: EvalConfig) -> Path:
     engines = Engines(engine_cfg, [s.adapter for s in systems if s.adapter], cache_dir=out.path / "cache",
                       score_backend=cfg.score_backend)
     results: dict = {"suite": cfg.suite, "config": cfg_dict, "config_hash": h, "seed": cfg.seed,
-                     "systems": [{"name": s.name, "model": s.model, "adapter": s.adapter} for s in systems],
-                     "versions": versions(), "inputs": inputs}
+                     "systems": [{"name": s.name, "model": s.model, "adapter": adapter_of[s.name]} for s in systems],
+                     "lora_serving": serving,
+                     "versions": versions(), "git_commit": git_commit(), "inputs": inputs}
     timings: dict = {}
     embed_judge = None
 

@@ -101,9 +101,9 @@ def test_changed_dpo_setting_reruns_from_train_dpo_on(chain):
 
 
 def test_requeued_job_resumes_without_losing_or_repeating_rows(slurm_cluster, tmp_path):
-    # the teacher stage alone, 90 prompts in shards of 2: long enough to interrupt after a few shards
+    # the teacher stage alone, 62 prompts in shards of 2: long enough to interrupt after a few shards
     ids = _submit(slurm_cluster, tmp_path, "--constitution", "sarcasm", "--until", "teacher",
-                  "--set", "teacher.shard_size=2", "--set", "teacher.general_limit=40")
+                  "--set", "teacher.shard_size=2", "--set", "teacher.general_limit=12")
     job = ids[0]
     teacher = tmp_path / "runs" / "sarcasm" / "teacher"
     deadline = time.time() + 240
