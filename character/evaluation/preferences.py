@@ -104,7 +104,8 @@ def run(engines: Engines, systems: list[System], judge, *, vocab: list[str], pro
                          "ci95": [round(float(lo[i]), 4), round(float(hi[i]), 4)],
                          "elo_shift": round(float(elo_k[i] - elo_ref[i]), 2), "matches": int(seen[i]),
                          "constitution": vocab[i] in marked,
-                         "significant": bool(lo[i] > 0 or hi[i] < 0)})
+                         # a resample that never drew the trait leaves its shift at ~0, not exactly 0
+                         "significant": bool(lo[i] > 1e-3 or hi[i] < -1e-3)})
         section = {"rows": rows, "spearman_vs_reference": _round(scoring.spearman(point[0, used], point[k, used])),
                    "elo_spearman_vs_reference": _round(scoring.spearman(elo_ref[used], elo_k[used]))}
         if mark_idx:
