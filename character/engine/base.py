@@ -9,7 +9,8 @@ Backends implement `generate` and `score`. `make_engine` picks the backend: `vll
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Literal
 
 from character.config import field

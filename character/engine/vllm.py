@@ -72,6 +72,11 @@ class VLLMEngine(Engine):
             kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
         if want_lora:
             kwargs.update(enable_lora=True, max_lora_rank=c.max_lora_rank, max_loras=c.max_loras)
+        # Same seed, same results: with the engine core in its own process, requests reach it while it is already
+        # stepping, so batch composition (and the float rounding that can flip a sampled token) depends on timing.
+        # In-process, generate() queues every request before the first step. Set VLLM_ENABLE_V1_MULTIPROCESSING=1
+        # to overlap scheduling with execution instead.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         logging.getLogger("vllm").setLevel(logging.WARNING)
         try:
             self._llm = LLM(**kwargs)

