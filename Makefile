@@ -10,7 +10,7 @@ EXTRAS := cpu,dev
 endif
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install demo test lint clean-venv
+.PHONY: install demo test acceptance lint clean-venv
 
 install: $(STAMP)
 
@@ -31,8 +31,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/character run pipelines/demo.yaml
 
+# the whole suite but the GPU tests and the long acceptance checks (`make acceptance`, ~30 min on 2 cores)
 test: install
-	$(BIN)/python -m pytest -m "not gpu" tests
+	$(BIN)/python -m pytest -m "not gpu and not acceptance" --durations=15 tests
+
+acceptance: install
+	$(BIN)/python -m pytest -m "acceptance and not gpu" -s --durations=0 tests
 
 lint: install
 	$(BIN)/ruff check character tests bench

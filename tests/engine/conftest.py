@@ -5,21 +5,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-# One math thread: this 2-core box is shared, and with two OpenMP threads a busy neighbour makes every
-# spin-wait stall (a 4 s generate took 95 s). Subprocesses inherit this too.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 MINI_CONSTITUTION = """\
 name: terse
