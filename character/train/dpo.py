@@ -81,14 +81,14 @@ def train_dpo(cfg: DPOTrainConfig) -> Path:
     from character.train.data import data_hash, load_dpo
     from character.train.launch import launch, should_launch
 
-    if should_launch(cfg):
-        return launch(cfg, "dpo")
     base = resolve(cfg.model)
     rows = load_dpo(cfg.data)
     run = Run(cfg, "train-dpo", {"model": model_fingerprint(base), "data": data_hash(cfg.data)})
     if run.done():
         print(f"{run.out}: already trained with these settings and data; skipping")
         return run.out
+    if should_launch(cfg):  # after the checks: bad input and finished runs cost no accelerate start-up
+        return launch(cfg, "dpo")
     resume_from = run.begin()
 
     from trl import DPOConfig

@@ -59,8 +59,6 @@ def train_sft(cfg: SFTTrainConfig) -> Path:
     from character.train.data import data_hash, load_sft
     from character.train.launch import launch, should_launch
 
-    if should_launch(cfg):
-        return launch(cfg, "sft")
     base = resolve(cfg.model)
     rows = load_sft(cfg.data)
     inputs = {"model": model_fingerprint(base), "data": data_hash(cfg.data)}
@@ -71,6 +69,8 @@ def train_sft(cfg: SFTTrainConfig) -> Path:
     if run.done():
         print(f"{run.out}: already trained with these settings and data; skipping")
         return run.out
+    if should_launch(cfg):  # after the checks: bad input and finished runs cost no accelerate start-up
+        return launch(cfg, "sft")
     resume_from = run.begin()
 
     from trl import SFTConfig, SFTTrainer
