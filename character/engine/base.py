@@ -74,7 +74,9 @@ class EngineConfig:
     gpu_memory_utilization: float = field(0.0, help="vllm: memory share for weights + KV cache (on CPU: share of RAM); 0 = auto (0.9 GPU, 0.3 CPU)", hash=False)
     enforce_eager: bool | None = field(None, help="vllm: skip graph capture (faster start); default: on for CPU", hash=False)
     enable_prefix_caching: bool = field(True, help="vllm: reuse the KV cache of shared prefixes (system prompts)")
-    max_lora_rank: int = field(64, help="vllm: largest LoRA rank served")
+    max_lora_rank: int = field(0, help="vllm: largest LoRA rank served; 0 = the largest rank among the adapters "
+                               "of the first call (LoRA cost grows with it, so it is not set higher than needed)",
+                               hash=False)
     max_loras: int = field(4, help="vllm: adapters resident at once", hash=False)
     batch_size: int = field(32, help="hf: prompts per generate() call", hash=False)
     trust_remote_code: bool = field(False, help="run model code shipped with the checkpoint (off unless you trust it)")

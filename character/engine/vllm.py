@@ -45,6 +45,8 @@ class VLLMEngine(Engine):
         self._lora_enabled = False
         self._lora_ids: dict[str, int] = {}
         self._tokenizer = None
+        self._max_rank = config.max_lora_rank
+        self._pending_adapters: set[str] = set()
 
     # -- setup ---------------------------------------------------------------------------------------------
     def _build(self, want_lora: bool):
@@ -71,7 +73,7 @@ class VLLMEngine(Engine):
             # neighbours use it, though a small model needs far less
             kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
         if want_lora:
-            kwargs.update(enable_lora=True, max_lora_rank=c.max_lora_rank, max_loras=c.max_loras)
+            kwargs.update(enable_lora=True, max_lora_rank=self._rank_limit(), max_loras=c.max_loras)
         # Same seed, same results: with the engine core in its own process, requests reach it while it is already
         # stepping, so batch composition (and the float rounding that can flip a sampled token) depends on timing.
         # In-process, generate() queues every request before the first step. Set VLLM_ENABLE_V1_MULTIPROCESSING=1
@@ -87,7 +89,18 @@ class VLLMEngine(Engine):
         self._lora_enabled = want_lora
         self._tokenizer = self._llm.get_tokenizer()
 
+    def _rank_limit(self) -> int:
+        """The engine's max_lora_rank: as configured, or the smallest rank vLLM accepts that fits the adapters
+        seen so far (vLLM sizes its LoRA buffers, and on CPU the per-token work, by it)."""
+        if self.config.max_lora_rank:
+            self._max_rank = self.config.max_lora_rank
+            return self._max_rank
+        need = max((_adapter_rank(a) for a in self._pending_adapters), default=16)
+        self._max_rank = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= need), need)
+        return self._max_rank
+
     def _ensure(self, requests: list[Request]):
+        self._pending_adapters = {r.adapter for r in requests if r.adapter}
         want_lora = any(r.adapter for r in requests)
         if self.config.enable_lora is not None:
             want_lora = self.config.enable_lora
@@ -96,6 +109,12 @@ class VLLMEngine(Engine):
         elif any(r.adapter for r in requests) and not self._lora_enabled:
             # Built without LoRA for earlier base-only calls: rebuild once with it (slow, but correct).
             self.close()
+            self._build(True)
+        elif (self._lora_enabled and not self.config.max_lora_rank
+              and max(map(_adapter_rank, self._pending_adapters), default=0) > self._max_rank):
+            # an adapter of a higher rank than the engine was sized for: rebuild with room for it
+            self.close()
+            self._lora_ids.clear()
             self._build(True)
         if any(r.adapter for r in requests) and not self._lora_enabled:
             raise CharacterError("vllm: a request names an adapter but --enable_lora is false; set it to true")
@@ -120,9 +139,9 @@ class VLLMEngine(Engine):
 
             cfg = models.check_adapter(path, self.model_path)
             rank = int(cfg.get("r", 0))
-            if rank > self.config.max_lora_rank:
-                raise CharacterError(f"adapter '{adapter}' has LoRA rank {rank}, above --max_lora_rank "
-                                     f"{self.config.max_lora_rank}; raise --max_lora_rank")
+            if rank > self._max_rank:
+                raise CharacterError(f"adapter '{adapter}' has LoRA rank {rank}, above the engine's max_lora_rank "
+                                     f"{self._max_rank}; set --max_lora_rank {rank} (or more)")
             self._lora_ids[path] = len(self._lora_ids) + 1  # ids start at 1; 0 means "no adapter" to vLLM
         return LoRARequest(Path(path).name, self._lora_ids[path], path)
 
@@ -226,6 +245,15 @@ class VLLMEngine(Engine):
                     pass
             self._llm = None
             gc.collect()
+
+
+def _adapter_rank(adapter: str) -> int:
+    import json
+
+    cfg_path = Path(os.path.expanduser(adapter)) / "adapter_config.json"
+    if not cfg_path.is_file():
+        return 0  # reported with a clear message when the adapter is first used
+    return int(json.loads(cfg_path.read_text()).get("r") or 0)
 
 
 def _with_max_tokens(sampling: Sampling, max_tokens: int) -> Sampling:
