@@ -132,13 +132,15 @@ class ModelCommands:
 
 
 def _group(module: str):
-    """The COMMANDS dict of a module, imported when fire walks into the group."""
+    """The COMMANDS dict of a module, described in --help by the first line of the module's docstring."""
     try:
-        return getattr(importlib.import_module(module), "COMMANDS", {})
+        mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
         if e.name == module:
             return {}
         raise
+    summary = (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
+    return type("Group", (dict,), {"__doc__": summary})(getattr(mod, "COMMANDS", {}))
 
 
 class Root:
