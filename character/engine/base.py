@@ -132,6 +132,24 @@ def continuation_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def adapter_rank(adapter: str) -> int:
+    """The LoRA rank in a PEFT adapter's config; 0 when unreadable (reported where the adapter is used)."""
+    import json
+    import os
+    from pathlib import Path
+
+    cfg_path = Path(os.path.expanduser(adapter)) / "adapter_config.json"
+    if not cfg_path.is_file():
+        return 0
+    return int(json.loads(cfg_path.read_text()).get("r") or 0)
+
+
+def lora_rank_limit(adapters) -> int:
+    """The smallest max_lora_rank vLLM accepts that fits every adapter (16 when there are none)."""
+    need = max((adapter_rank(a) for a in adapters), default=16)
+    return next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= need), need)
+
+
 def subset(cfg, cls):
     """The `cls` part of a flat stage config (stage configs inherit EngineConfig and Sampling fields)."""
     import dataclasses

@@ -23,7 +23,9 @@ from character.engine.base import (
     EngineConfig,
     Request,
     Sampling,
+    adapter_rank,
     continuation_ids,
+    lora_rank_limit,
     render_prompt,
 )
 from character.errors import CharacterError
@@ -95,8 +97,7 @@ class VLLMEngine(Engine):
         if self.config.max_lora_rank:
             self._max_rank = self.config.max_lora_rank
             return self._max_rank
-        need = max((_adapter_rank(a) for a in self._pending_adapters), default=16)
-        self._max_rank = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= need), need)
+        self._max_rank = lora_rank_limit(self._pending_adapters)
         return self._max_rank
 
     def _ensure(self, requests: list[Request]):
@@ -111,7 +112,7 @@ class VLLMEngine(Engine):
             self.close()
             self._build(True)
         elif (self._lora_enabled and not self.config.max_lora_rank
-              and max(map(_adapter_rank, self._pending_adapters), default=0) > self._max_rank):
+              and max(map(adapter_rank, self._pending_adapters), default=0) > self._max_rank):
             # an adapter of a higher rank than the engine was sized for: rebuild with room for it
             self.close()
             self._lora_ids.clear()
@@ -245,15 +246,6 @@ class VLLMEngine(Engine):
                     pass
             self._llm = None
             gc.collect()
-
-
-def _adapter_rank(adapter: str) -> int:
-    import json
-
-    cfg_path = Path(os.path.expanduser(adapter)) / "adapter_config.json"
-    if not cfg_path.is_file():
-        return 0  # reported with a clear message when the adapter is first used
-    return int(json.loads(cfg_path.read_text()).get("r") or 0)
 
 
 def _with_max_tokens(sampling: Sampling, max_tokens: int) -> Sampling:

