@@ -66,6 +66,9 @@ class AnswerConfig(GenerateConfig):
     general_prompts: str = field("builtin", help="general prompts added to the constitution's: builtin "
                                  "(evals/prompts/general.jsonl), none, a .jsonl/.csv file, or hf:org/name:split:column")
     general_limit: int = field(0, help="use at most this many general prompts (a seeded sample); 0 = all")
+    answer_hint: str = field("", help="text added after each user message at generation time only (the saved "
+                             "prompt is the user's own), e.g. 'Answer in two to four sentences.': small models "
+                             "that ramble until cut off finish far more often; give teacher and student the same")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -143,7 +146,8 @@ def _answer(cfg, con, stage: str, system: str | None, prefill: str | None, engin
 
     def work(chunk: list[dict], offset: int) -> list[dict]:
         msgs = [[{"role": "system", "content": system}] if system else [] for _ in chunk]
-        requests = [Request(m + [{"role": "user", "content": it["prompt"]}], prefill=prefill)
+        hint = f"\n\n{cfg.answer_hint.strip()}" if cfg.answer_hint.strip() else ""
+        requests = [Request(m + [{"role": "user", "content": it["prompt"] + hint}], prefill=prefill)
                     for m, it in zip(msgs, chunk)]
         comps = lazy.get().generate(requests, seeded(sampling, offset), progress=f"{stage} {offset}+{len(chunk)}")
         rows = []

@@ -51,6 +51,13 @@ def test_chain_survives_malformed_answers(tmp_path, tiny_llama_path, mini_consti
     counts = manifest(d)["counts"]
     assert counts["pairs"] == 0 and counts["dropped chosen: no_closing_think"] == n
     assert counts["dropped rejected: unfinished"] == n
+    # the answer hint reaches the model (other answers) but never the saved prompts
+    h = run_student(load(StudentConfig, dict(common, out=str(tmp_path / "h"), answer_hint="Be brief.")))
+    plain = {r["id"]: r for r in rows(s)}
+    hinted = {r["id"]: r for r in rows(h)}
+    assert plain.keys() == hinted.keys()
+    assert all(hinted[i]["prompt"] == plain[i]["prompt"] for i in plain)
+    assert any(hinted[i]["completion"] != plain[i]["completion"] for i in plain)
     # a rerun with the same settings is a no-op: the shards are not rewritten
     before = {q.name: q.stat().st_mtime_ns for q in t.glob("shard-*.jsonl")}
     run_teacher(load(TeacherConfig, dict(common, out=str(tmp_path / "t"), think_prefill=True)))
