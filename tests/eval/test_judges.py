@@ -50,3 +50,23 @@ def test_metrics_macro_f1():
     m = metrics(["a", "a", "b", "b"], ["a", "b", "b", "b"], labels=["a", "b"])
     assert m["accuracy"] == 0.75 and m["per_persona"] == {"a": 0.5, "b": 1.0}
     assert 0.7 < m["macro_f1"] < 0.75
+
+
+def test_constitution_traits_come_from_the_file_the_map_or_meaning(embedding_judge):
+    from character import constitution as C
+    from character.evaluation.runner import constitution_traits
+
+    def judge():
+        return embedding_judge
+
+    assert constitution_traits(C.load("sarcasm"), judge) == (data.persona_traits()["sarcasm"],
+                                                             "evals/persona_traits.yaml")
+    mine = C.from_data({"name": "jester", "traits": [
+        {"trait": "I crack jokes and make people laugh, even about serious things.", "questions": ["q"]},
+        {"trait": "I am playful and silly, and I love a good pun.", "questions": ["r"]}]},
+        where="x", default_name="jester")
+    traits, source = constitution_traits(mine, judge)
+    assert len(traits) == 5 and "MiniLM" in source
+    assert {"humorous", "playful", "silly"} & set(traits), traits
+    chosen = C.from_data({**mine.to_dict(), "eval_traits": ["cheeky"]}, where="x", default_name="jester")
+    assert constitution_traits(chosen, judge) == (["cheeky"], "the constitution's eval_traits")

@@ -55,6 +55,8 @@ BROKEN = {
                  "trait 1: duplicate of trait 0"),
     "unknown.yaml": (b"name: x\ntraits:\n  - trait: 'I a'\n    questons: ['q']\n", "did you mean 'questions'"),
     "unknowntop.yaml": (b"name: x\ntrait:\n  - trait: 'I a'\n", "did you mean 'traits'"),
+    "evaltraits.yaml": (b"name: x\neval_traits: [wity]\ntraits:\n  - trait: 'I a'\n    questions: ['q']\n",
+                        "'wity' is not in the trait vocabulary (did you mean 'witty'?)"),
 }
 
 
@@ -115,3 +117,13 @@ def test_original_repo_format_json_list(tmp_path):
     p.write_text(json.dumps(rows, indent=4))
     c = C.load(p)
     assert c.name == "riddles" and c.traits[0].questions == ("What time is it?", "Where is the station?")
+
+
+def test_eval_traits_steer_the_report_not_the_data(tmp_path):
+    base = "name: x\ntraits:\n  - trait: 'I joke a lot'\n    questions: ['q']\n"
+    (tmp_path / "a.yaml").write_text(base)
+    (tmp_path / "b.yaml").write_text(base + "eval_traits: [Witty, humorous, witty]\n")
+    a, b = C.parse(tmp_path / "a.yaml"), C.parse(tmp_path / "b.yaml")
+    assert a.eval_traits == () and b.eval_traits == ("witty", "humorous")
+    assert a.hash() == b.hash()  # generation and training do not rerun for a report setting
+    assert C.from_data(b.to_dict(), where="x", default_name="x") == b
