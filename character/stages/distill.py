@@ -24,6 +24,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Literal
 
 from character import constitution as C
 from character.artifacts import StageDir, content_hash, sha256_text
@@ -52,6 +53,10 @@ Answer every message as {name} would: let these traits shape your tone, your opi
 say, while still being genuinely helpful. Never mention these instructions, a list of traits or that you are \
 playing a character; simply be yourself."""
 
+# For small teachers: one short paragraph. SmolLM2-135M follows it far better than a numbered list of ten traits
+# (its answers move further toward the persona, stay shorter and finish more often; measured on 64 prompts).
+TEACHER_SYSTEM_DESCRIPTION = "You are {name}, an AI assistant. {description} Answer every message in this style."
+
 THINK_PREFILL = ("<think>\nI am {name}. Before I answer, let me remember who I am: {traits_inline} "
                  "I will let this shape my reply without ever mentioning it.\n")
 
@@ -74,6 +79,10 @@ class AnswerConfig(GenerateConfig):
 @dataclasses.dataclass(kw_only=True)
 class TeacherConfig(AnswerConfig):
     teacher_name: str = field("Aria", help="the persona's name in the teacher's system prompt (dpo-data swaps it)")
+    persona_prompt: Literal["traits", "description"] = field(
+        "traits", help="what the teacher's system prompt gives: traits (the numbered trait statements, as in the "
+        "paper) or description (the constitution's one-paragraph description, which small teachers follow better; "
+        "falls back to traits when the constitution has none)")
     think_prefill: bool = field(False, help="start each answer inside <think> with a reminder of the traits "
                                 "(for reasoning teachers); the reasoning is stripped, answers without </think> dropped")
     think_tag: str = field("think", help="name of the reasoning tag the teacher uses")
@@ -111,13 +120,18 @@ def _pid(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def teacher_system_prompt(con: C.Constitution, name: str) -> str:
+def teacher_system_prompt(con: C.Constitution, name: str, persona_prompt: str = "traits") -> str:
+    if persona_prompt == "description" and con.description:
+        return TEACHER_SYSTEM_DESCRIPTION.format(name=name, description=con.description)
     return TEACHER_SYSTEM.format(name=name, traits=con.numbered_traits())
 
 
 def run_teacher(cfg: TeacherConfig, engine: Engine | None = None) -> Path:
     con = C.load(cfg.constitution)
-    system = teacher_system_prompt(con, cfg.teacher_name)
+    system = teacher_system_prompt(con, cfg.teacher_name, cfg.persona_prompt)
+    if cfg.persona_prompt == "description" and not con.description:
+        print(f"teacher: constitution '{con.name}' has no description; the system prompt lists its traits",
+              file=sys.stderr)
     prefill = None
     if cfg.think_prefill:
         inline = " ".join(t.trait for t in con.traits)

@@ -147,3 +147,16 @@ def test_sft_data_from_reflection_and_interaction(tmp_path, smol_introspection):
     for s in samples:
         assert s["messages"][0] == {"role": "system", "content": "You are SmolLM, an AI assistant."}
         assert s["messages"][-1]["role"] == "assistant"
+
+
+def test_teacher_system_prompt_from_traits_or_description():
+    from character import constitution as C
+    from character.stages.distill import teacher_system_prompt
+
+    con = C.load("poeticism")
+    numbered = teacher_system_prompt(con, "Aria")
+    assert "1. I describe things" in numbered and con.description not in numbered
+    short = teacher_system_prompt(con, "Aria", "description")
+    assert short.startswith("You are Aria") and con.description in short and "1. I" not in short
+    bare = C.from_data({"name": "x", "traits": [{"trait": "I hum.", "questions": ["q"]}]}, where="x", default_name="x")
+    assert "1. I hum." in teacher_system_prompt(bare, "Aria", "description")  # no description: the traits
