@@ -106,12 +106,11 @@ class VLLMEngine(Engine):
 
     def _ensure(self, requests: list[Request]):
         self._pending_adapters = {r.adapter for r in requests if r.adapter}
-        want_lora = any(r.adapter for r in requests)
-        if self.config.enable_lora is not None:
-            want_lora = self.config.enable_lora
+        named = bool(self._pending_adapters)
+        want_lora = named if self.config.enable_lora is None else self.config.enable_lora
         if self._llm is None:
             self._build(want_lora)
-        elif any(r.adapter for r in requests) and not self._lora_enabled:
+        elif named and not self._lora_enabled:
             # Built without LoRA for earlier base-only calls: rebuild once with it (slow, but correct).
             self.close()
             self._build(True)
@@ -121,7 +120,7 @@ class VLLMEngine(Engine):
             self.close()
             self._lora_ids.clear()
             self._build(True)
-        if any(r.adapter for r in requests) and not self._lora_enabled:
+        if named and not self._lora_enabled:
             raise CharacterError("vllm: a request names an adapter but --enable_lora is false; set it to true")
 
     @property

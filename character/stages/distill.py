@@ -158,9 +158,10 @@ def _answer(cfg, con, stage: str, system: str | None, prefill: str | None, engin
     lazy = LazyEngine(cfg, engine)
     sampling = sampling_config(cfg)
 
+    hint = f"\n\n{cfg.answer_hint.strip()}" if cfg.answer_hint.strip() else ""
+
     def work(chunk: list[dict], offset: int) -> list[dict]:
         msgs = [[{"role": "system", "content": system}] if system else [] for _ in chunk]
-        hint = f"\n\n{cfg.answer_hint.strip()}" if cfg.answer_hint.strip() else ""
         requests = [Request(m + [{"role": "user", "content": it["prompt"] + hint}], prefill=prefill)
                     for m, it in zip(msgs, chunk)]
         comps = lazy.get().generate(requests, seeded(sampling, offset), progress=f"{stage} {offset}+{len(chunk)}")
