@@ -8,7 +8,8 @@ Each variant runs in its own process (so peak RSS is its own) over the same 64 p
 - trl_default: DPOConfig's defaults (gradient checkpointing on, bf16 autocast, the reference forward every step,
   random batches), LoRA r64 on all linear layers;
 - ours: character's settings (no gradient checkpointing on CPU, reference log-probs precomputed once in larger
-  batches, length-grouped batches so little padding), same LoRA.
+  batches, length-grouped batches so little padding, and on CPU the answer-token LM head of train/logprobs.py
+  instead of TRL's float32 fallback over every position), same LoRA.
 Tokens/s counts the real (non-padding) tokens of chosen and rejected sequences per second of trainer time,
 reference pre-computation included; tokens per CPU-second (process time) is reported too, since wall time is
 meaningless on a shared machine. The last line is one JSON object.
@@ -91,8 +92,12 @@ def run_variant(args) -> dict:
         dpo_args = DPOConfig(**ours, precompute_ref_log_probs=True, precompute_ref_batch_size=args.batch * 2)
     pairs = make_pairs(args.pairs)
     start, cpu_start = time.perf_counter(), time.process_time()
-    trainer = _trainer_class()(model=model, args=dpo_args, train_dataset=Dataset.from_list(pairs),
-                               processing_class=tokenizer, peft_config=lora_config(cfg, model))
+    if args.variant == "trl_default":
+        from trl import DPOTrainer as trainer_class
+    else:
+        trainer_class = _trainer_class()  # character's: answer-token log-probs on CPU (train/logprobs.py)
+    trainer = trainer_class(model=model, args=dpo_args, train_dataset=Dataset.from_list(pairs),
+                            processing_class=tokenizer, peft_config=lora_config(cfg, model))
     if args.variant != "trl_default":
         trainer.train_dataset = add_lengths(trainer.train_dataset)
     trainer.train()

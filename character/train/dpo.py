@@ -27,13 +27,34 @@ class DPOTrainConfig(TrainConfig):
     max_length: int = field(1024, help="longest prompt + answer in tokens (longer ones are cut at the end)")
     precompute_ref: bool = field(True, help="compute the reference log-probs once before training (faster)",
                                  hash=False)
+    answer_logprobs: bool = field(True, help="on CPU, score only the answer tokens with a bf16 LM head instead of "
+                                             "TRL's float32 fallback over every position (train/logprobs.py)",
+                                  hash=False)
 
 
 def _trainer_class():
     from trl import DPOTrainer
 
     class CharacterDPOTrainer(DPOTrainer):
-        """Keeps a `length` column so the length-grouped sampler sees the pair lengths."""
+        """Keeps a `length` column so the length-grouped sampler sees the pair lengths; on CPU, scores answers
+        with train/logprobs.py unless `answer_logprobs=False`."""
+
+        def __init__(self, *args, answer_logprobs: bool = True, **kwargs):
+            self._answer_logprobs = answer_logprobs  # read by the precompute that DPOTrainer.__init__ runs
+            super().__init__(*args, **kwargs)
+            self._use_answer_logprobs()
+
+        def _use_answer_logprobs(self):
+            if self._answer_logprobs:  # once: after TRL added its fused head, before the first forward
+                from character.train import logprobs
+
+                model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+                logprobs.install(model)
+                self._answer_logprobs = False
+
+        def _precompute_ref_logps(self, *args, **kwargs):
+            self._use_answer_logprobs()
+            return super()._precompute_ref_logps(*args, **kwargs)
 
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
@@ -103,7 +124,8 @@ def train_dpo(cfg: DPOTrainConfig) -> Path:
         precompute_ref_log_probs=cfg.precompute_ref, precompute_ref_batch_size=cfg.per_device_batch_size * 2,
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=shared_dataset(rows, run.out / ".dataset"),
-                               processing_class=tokenizer, peft_config=peft_config)
+                               processing_class=tokenizer, peft_config=peft_config,
+                               answer_logprobs=cfg.answer_logprobs)
     if cfg.group_by_length:
         trainer.train_dataset = add_lengths(trainer.train_dataset)
     trainer.train(resume_from_checkpoint=resume_from)
