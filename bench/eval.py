@@ -14,10 +14,11 @@ writes text) made once under --work. Each variant runs in its own process so mem
 All go through character's engine interface with the same settings (enforce_eager on CPU). Timings include
 engine start. The last line is one JSON object with `multi_lora_vs_reload` = reload seconds / multi-LoRA seconds.
 
-Measured here (2 CPU cores, smollm2-135m, 4 adapters x 64 prompts x 128 tokens, 2026-11-28): multi-LoRA 132.7 s,
-reload 163.2 s, merged 128.5 s: multi_lora_vs_reload 1.23. On this CPU an engine starts in about 4 s, so
-generation dominates; on a GPU, where an 8B engine takes a minute or more to start, the starts are the cost.
-Before engine/cpu_lora.py (vLLM's own CPU LoRA functions) multi-LoRA took twice as long as merged.
+Measured here (2 CPU cores, smollm2-135m, 4 adapters x 64 prompts x 128 tokens, 2026-11-28, with
+engine/cpu_sampling.py): multi-LoRA 91.6 s, reload 115.3 s, merged 82.1 s: multi_lora_vs_reload 1.26. On this CPU
+an engine starts in about 6 s, so generation dominates; on a GPU, where an 8B engine takes a minute or more to
+start, the starts are the cost. Before engine/cpu_lora.py (vLLM's own CPU LoRA functions) multi-LoRA took twice as
+long as merged; before engine/cpu_sampling.py it was 132.7 s against reload 163.2 s.
 """
 
 from __future__ import annotations

