@@ -6,7 +6,9 @@ A 500-token prefill through one r16 MLP projection copies 500 matrices; decoding
 projection per step. That made LoRA requests 10-20x slower than base ones here (under 50 new tokens/s for 135M).
 
 The functions below compute the same result by grouping the tokens by adapter: for each adapter present in the
-batch, one `x[rows] @ W[adapter].T`, and rows whose index is negative (no adapter) get nothing. `install()` swaps
+batch, one `x[rows] @ W[adapter].T`, and rows whose index is negative (no adapter) get nothing. The grouping is
+worked out once per step, and layers whose weights are zero in every slot (vLLM wraps every supported layer, so
+an adapter of the attention projections still sends the MLP through LoRA) are skipped. `install()` swaps
 them in for the torch-ops versions (where `sgmv_*` and the CPU Punica wrapper look them up); it is called by the
 vLLM engine on CPU before the engine is built, applies once, and leaves vLLM untouched when the functions it
 replaces are not the ones it knows (another vLLM version). `CHARACTER_CPU_LORA_KERNELS=vllm` keeps vLLM's own.
@@ -21,37 +23,86 @@ import os
 import torch
 
 _INSTALLED = False
+_GROUPS: dict[tuple, tuple] = {}  # (storage, shape, rows) -> (the indices seen, their groups)
+_LIVE: dict[tuple, tuple] = {}  # (storage, version, shape) -> (the weights, kept alive so the key stays theirs, slots)
 
 
-def _matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Row i of the result is inputs[i] @ weights[indices[i]].T, or zeros where indices[i] < 0."""
+def _groups(indices: torch.Tensor, rows: int) -> list[tuple[int, torch.Tensor | None]]:
+    """(adapter slot, its rows) for the first `rows` indices; rows None when one slot has them all. Every LoRA layer
+    of a step sees the same indices, so the grouping is worked out once per step (checked against the cached
+    indices' values, so a refilled or reused tensor is never mistaken for the last one)."""
+    idx = indices[:rows]
+    key = (idx.data_ptr(), tuple(idx.shape), rows)
+    hit = _GROUPS.get(key)
+    if hit is not None and torch.equal(hit[0], idx):
+        return hit[1]
+    present = torch.unique(idx).tolist()
+    if len(present) == 1 and idx.shape[0] == rows:
+        groups = [] if present[0] < 0 else [(present[0], None)]
+    else:
+        groups = [(lora, (idx == lora).nonzero(as_tuple=True)[0]) for lora in present if lora >= 0]
+    if len(_GROUPS) > 16:
+        _GROUPS.clear()
+    _GROUPS[key] = (idx.clone(), groups)
+    return groups
+
+
+def _live(weights: torch.Tensor) -> set[int]:
+    """Slots whose weights are not all zero. A layer that no loaded adapter targets has zeros in every slot (vLLM
+    wraps every supported layer), and a zero matrix adds nothing, so such layers cost nothing. Recomputed when the
+    weights change: loading or removing an adapter writes them in place, which bumps their version counter."""
+    key = (weights.data_ptr(), weights._version, tuple(weights.shape))
+    hit = _LIVE.get(key)
+    if hit is not None:
+        return hit[1]
+    nonzero = weights.reshape(weights.shape[0], -1).abs().amax(dim=1) > 0
+    live = set(nonzero.nonzero(as_tuple=True)[0].tolist())
+    if len(_LIVE) > 2048:
+        _LIVE.clear()
+    _LIVE[key] = (weights, live)
+    return live
+
+
+def _matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
+            dtype: torch.dtype) -> torch.Tensor | None:
+    """Row i of the result is inputs[i] @ weights[indices[i]].T, or zeros where indices[i] < 0; None when every
+    row's result is zero."""
     if weights.dim() == 4:
         weights = weights.squeeze(1)
+    live = _live(weights)
+    groups = [(lora, rows) for lora, rows in _groups(indices, inputs.shape[0]) if lora in live]
+    if not groups:
+        return None
     x = inputs.to(dtype)
-    idx = indices[: x.shape[0]]
-    present = torch.unique(idx).tolist()
-    if len(present) == 1 and present[0] >= 0 and idx.shape[0] == x.shape[0]:
-        return x @ weights[present[0]].to(dtype).T
+    if len(groups) == 1 and groups[0][1] is None:
+        return x @ weights[groups[0][0]].to(dtype).T
     out = x.new_zeros(x.shape[0], weights.shape[1])
-    for lora in present:
-        if lora < 0:
-            continue
-        rows = (idx == lora).nonzero(as_tuple=True)[0]
-        out[rows] = x[rows] @ weights[lora].to(dtype).T
+    for lora, rows in groups:
+        if rows is None:
+            rows = torch.arange(x.shape[0])
+        out.index_copy_(0, rows, x.index_select(0, rows) @ weights[lora].to(dtype).T)
     return out
 
 
 def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling: float = 1.0):
     outputs = _matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    output_tensor[:, : outputs.shape[1]] = scaling * outputs
+    cols = lora_b_weights.shape[-2]
+    if outputs is None:
+        output_tensor[:, :cols] = 0
+    else:
+        output_tensor[:, :cols] = scaling * outputs
 
 
 def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs: bool = True):
     outputs = _matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    common = min(lora_b_weights.shape[-2], output_tensor.shape[1])
+    if outputs is None:
+        if not add_inputs:
+            output_tensor[:, :common] = 0
+        return
     limit = output_tensor.shape[0]
     if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
         limit = 1
-    common = min(outputs.shape[1], output_tensor.shape[1])
     if add_inputs:
         output_tensor[:, :common] += outputs[:limit, :common]
     else:
@@ -61,6 +112,10 @@ def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_
 def bgmv_expand_slice(inputs, lora_b_weights, output_tensor, lora_indices_tensor, slice_offset: int,
                       slice_size: int, add_inputs: bool = True):
     outputs = _matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
+        if not add_inputs:
+            output_tensor[:, slice_offset:slice_offset + slice_size] = 0
+        return
     if add_inputs:
         output_tensor[:, slice_offset:slice_offset + slice_size] += outputs
     else:
@@ -68,6 +123,65 @@ def bgmv_expand_slice(inputs, lora_b_weights, output_tensor, lora_indices_tensor
 
 
 _REPLACEMENTS = {"bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand, "bgmv_expand_slice": bgmv_expand_slice}
+_FLAT: dict[tuple, tuple] = {}  # (storage, version, shape, dtype, side) -> (the weights, kept alive, flattened)
+_MASKS: dict[tuple, tuple] = {}  # (storage, rows, slots, rank) -> (the indices seen, their mask)
+
+
+def _flat(stacked: torch.Tensor, dtype: torch.dtype, side: str) -> torch.Tensor:
+    """All slots of a stacked LoRA matrix as one: A (slots, 1, r, in) -> (slots*r, in); B (slots, 1, out, r) ->
+    (slots*r, out). Rebuilt only when the weights change (their version counter)."""
+    key = (stacked.data_ptr(), stacked._version, tuple(stacked.shape), dtype, side)
+    hit = _FLAT.get(key)
+    if hit is not None:
+        return hit[1]
+    w = stacked.reshape(stacked.shape[0], *stacked.shape[-2:])
+    flat = (w if side == "a" else w.transpose(1, 2)).reshape(-1, w.shape[-1] if side == "a" else w.shape[-2])
+    flat = flat.to(dtype).contiguous()
+    if len(_FLAT) > 2048:
+        _FLAT.clear()
+    _FLAT[key] = (stacked, flat)
+    return flat
+
+
+def _mask(indices: torch.Tensor, rows: int, slots: int, rank: int) -> torch.Tensor:
+    """(rows, slots*rank): 1 in the rank columns of each token's adapter slot, 0 elsewhere and for index -1."""
+    idx = indices[:rows]
+    key = (idx.data_ptr(), rows, slots, rank)
+    hit = _MASKS.get(key)
+    if hit is not None and torch.equal(hit[0], idx):
+        return hit[1]
+    mask = (idx[:, None] == torch.arange(slots)[None, :]).float().repeat_interleave(rank, dim=1)
+    if len(_MASKS) > 16:
+        _MASKS.clear()
+    _MASKS[key] = (idx.clone(), mask)
+    return mask
+
+
+def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None, **kwargs):
+    """PunicaWrapperCPU.add_lora_linear for every slot at once: per output slice, one GEMM through all slots'
+    A matrices, a mask keeping each token's own slot, one GEMM through all slots' B matrices. A few adapters of
+    rank r cost a few times the (tiny) LoRA FLOPs instead of a dozen small gathers and GEMMs per slice; slices
+    whose weights are zero in every slot (a layer no loaded adapter targets) are skipped."""
+    rows = x.shape[0]
+    indices = self.token_lora_indices
+    if indices.shape[0] < rows:
+        return _vllm_add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices,
+                                     buffer=buffer, **kwargs)
+    if not kwargs.get("add_inputs", True):
+        y[:, :sum(output_slices)] = 0
+    offset = 0
+    for a, b, size in zip(lora_a_stacked, lora_b_stacked, output_slices):
+        if _live(a) and _live(b):
+            slots, rank = a.shape[0], a.shape[-2]
+            h = x.to(torch.float32) @ _flat(a, torch.float32, "a").T  # fp32 like vLLM's shrink buffer
+            h.mul_(_mask(indices, rows, slots, rank))
+            if scale != 1.0:
+                h.mul_(scale)
+            y[:, offset:offset + size] += h.to(y.dtype) @ _flat(b, y.dtype, "b")
+        offset += size
+
+
+_vllm_add_lora_linear = None
 
 
 def install() -> bool:
@@ -92,8 +206,15 @@ def install() -> bool:
             if fn.__code__.co_varnames[:fn.__code__.co_argcount] != \
                     _REPLACEMENTS[name].__code__.co_varnames[:_REPLACEMENTS[name].__code__.co_argcount]:
                 return False
+    global _vllm_add_lora_linear
+    original = getattr(punica_cpu.PunicaWrapperCPU, "add_lora_linear", None)
+    wanted = ("self", "y", "x", "lora_a_stacked", "lora_b_stacked", "scale", "output_slices")
+    if original is None or original.__code__.co_varnames[:len(wanted)] != wanted:
+        return False
     for name, fn in _REPLACEMENTS.items():
         for mod in modules:
             setattr(mod, name, fn)
+    _vllm_add_lora_linear = original
+    punica_cpu.PunicaWrapperCPU.add_lora_linear = add_lora_linear
     _INSTALLED = True
     return True

@@ -61,3 +61,55 @@ def test_install_swaps_the_functions_vllm_calls():
 
     assert cpu_lora.install() and cpu_lora.install()  # idempotent
     assert lora_ops.bgmv_expand is cpu_lora.bgmv_expand and punica_cpu.bgmv_shrink is cpu_lora.bgmv_shrink
+
+
+def test_caches_follow_in_place_updates():
+    """vLLM refills its index tensor every step and loads adapters into zeroed slots in place: the per-step grouping
+    and the skipping of all-zero layers must see both changes."""
+    x, w, _ = _case(2, loras=3)
+    idx = torch.zeros(x.shape[0], dtype=torch.long)
+    w.zero_()  # no adapter loaded: the layer adds nothing, with or without add_inputs
+    out = torch.ones(x.shape[0], w.shape[1])
+    cpu_lora.bgmv_expand(x, w, out, idx, add_inputs=True)
+    assert (out == 1).all()
+    cpu_lora.bgmv_expand(x, w, out, idx, add_inputs=False)
+    assert not out.any()
+    g = torch.Generator().manual_seed(3)
+    w[1].copy_(torch.randn(w.shape[1:], generator=g))  # an adapter loaded into slot 1
+    for fill in ([1] * x.shape[0], [1, -1, 0] * (x.shape[0] // 3) + [1] * (x.shape[0] % 3)):
+        idx.copy_(torch.tensor(fill))  # the next step's indices, written into the same tensor
+        ours, theirs = torch.zeros(x.shape[0], w.shape[1]), torch.zeros(x.shape[0], w.shape[1])
+        cpu_lora.bgmv_shrink(x, w, ours, idx)
+        ORIGINAL["bgmv_shrink"](x, w, theirs, idx.masked_fill(idx < 0, 0))  # slot 0 is zero: same as no adapter
+        torch.testing.assert_close(ours, theirs)
+        assert ours.any()
+
+
+@pytest.mark.parametrize("rows", [1, 29])
+def test_add_lora_linear_matches_vllm(rows):
+    """The fused add_lora_linear (all slots in one GEMM per slice, masked) against vLLM's own, on a real CPU Punica
+    wrapper in its decode state: three slices like a fused qkv projection, one of them with no adapter loaded."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    original = PunicaWrapperCPU.add_lora_linear
+    if original is cpu_lora.add_lora_linear:
+        original = cpu_lora._vllm_add_lora_linear
+    assert cpu_lora.install() and PunicaWrapperCPU.add_lora_linear is cpu_lora.add_lora_linear
+    g = torch.Generator().manual_seed(rows)
+    slots, rank, d_in, slices = 4, 8, 32, (16, 8, 8)
+    wrapper = PunicaWrapperCPU(64, 8, "cpu")
+    idx = torch.randint(-1, slots, (rows,), generator=g)
+    wrapper._token_lora_indices[:rows].copy_(idx)
+    wrapper.indices_len = [rows] * 6
+    wrapper.is_prefill = False
+    a = tuple(torch.randn(slots, 1, rank, d_in, generator=g).to(torch.bfloat16) for _ in slices)
+    b = tuple(torch.randn(slots, 1, size, rank, generator=g).to(torch.bfloat16) for size in slices)
+    b[2].zero_()
+    x = torch.randn(rows, d_in, generator=g).to(torch.bfloat16)
+    base = torch.randn(rows, sum(slices), generator=g).to(torch.bfloat16)
+    ours, theirs = base.clone(), base.clone()
+    wrapper.add_lora_linear(ours, x, a, b, 0.5, slices)
+    original(wrapper, theirs, x, a, b, 0.5, slices)
+    torch.testing.assert_close(ours.float(), theirs.float(), rtol=2e-2, atol=5e-2)
+    assert torch.equal(ours[:, 24:], base[:, 24:])  # the slice with no adapter is left alone
+    assert (rows == 1 and idx[0] < 0) or not torch.equal(ours, base)
