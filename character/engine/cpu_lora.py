@@ -23,44 +23,57 @@ import os
 import torch
 
 _INSTALLED = False
-_GROUPS: dict[tuple, tuple] = {}  # (storage, shape, rows) -> (the indices seen, their groups)
-_LIVE: dict[tuple, tuple] = {}  # (storage, version, shape) -> (the weights, kept alive so the key stays theirs, slots)
+_BY_INDICES: dict[tuple, tuple] = {}  # (what, storage, rows, ...) -> (the indices seen, the value built from them)
+_BY_WEIGHTS: dict[tuple, tuple] = {}  # (what, storage, version, shape, ...) -> (the weights, kept alive, the value)
+
+
+def _per_step(what: str, indices: torch.Tensor, rows: int, build, *extra):
+    """`build(indices[:rows])`, cached for the step: every LoRA layer of a step sees the same indices. A hit is
+    checked against the cached indices' values, so a refilled or reused tensor is never taken for the last one."""
+    idx = indices[:rows]
+    key = (what, idx.data_ptr(), tuple(idx.shape), rows, *extra)
+    hit = _BY_INDICES.get(key)
+    if hit is not None and torch.equal(hit[0], idx):
+        return hit[1]
+    value = build(idx)
+    if len(_BY_INDICES) > 16:
+        _BY_INDICES.clear()
+    _BY_INDICES[key] = (idx.clone(), value)
+    return value
+
+
+def _per_weights(what: str, weights: torch.Tensor, build, *extra):
+    """`build(weights)`, cached until the weights change: loading or removing an adapter writes them in place,
+    which bumps their version counter. The cache holds the weights, so their storage cannot be reused meanwhile."""
+    key = (what, weights.data_ptr(), weights._version, tuple(weights.shape), *extra)
+    hit = _BY_WEIGHTS.get(key)
+    if hit is not None:
+        return hit[1]
+    value = build(weights)
+    if len(_BY_WEIGHTS) > 4096:
+        _BY_WEIGHTS.clear()
+    _BY_WEIGHTS[key] = (weights, value)
+    return value
 
 
 def _groups(indices: torch.Tensor, rows: int) -> list[tuple[int, torch.Tensor | None]]:
-    """(adapter slot, its rows) for the first `rows` indices; rows None when one slot has them all. Every LoRA layer
-    of a step sees the same indices, so the grouping is worked out once per step (checked against the cached
-    indices' values, so a refilled or reused tensor is never mistaken for the last one)."""
-    idx = indices[:rows]
-    key = (idx.data_ptr(), tuple(idx.shape), rows)
-    hit = _GROUPS.get(key)
-    if hit is not None and torch.equal(hit[0], idx):
-        return hit[1]
-    present = torch.unique(idx).tolist()
-    if len(present) == 1 and idx.shape[0] == rows:
-        groups = [] if present[0] < 0 else [(present[0], None)]
-    else:
-        groups = [(lora, (idx == lora).nonzero(as_tuple=True)[0]) for lora in present if lora >= 0]
-    if len(_GROUPS) > 16:
-        _GROUPS.clear()
-    _GROUPS[key] = (idx.clone(), groups)
-    return groups
+    """(adapter slot, its rows) for the first `rows` indices; rows None when one slot has them all."""
+    def build(idx):
+        present = torch.unique(idx).tolist()
+        if len(present) == 1 and idx.shape[0] == rows:
+            return [] if present[0] < 0 else [(present[0], None)]
+        return [(lora, (idx == lora).nonzero(as_tuple=True)[0]) for lora in present if lora >= 0]
+
+    return _per_step("groups", indices, rows, build)
 
 
 def _live(weights: torch.Tensor) -> set[int]:
     """Slots whose weights are not all zero. A layer that no loaded adapter targets has zeros in every slot (vLLM
-    wraps every supported layer), and a zero matrix adds nothing, so such layers cost nothing. Recomputed when the
-    weights change: loading or removing an adapter writes them in place, which bumps their version counter."""
-    key = (weights.data_ptr(), weights._version, tuple(weights.shape))
-    hit = _LIVE.get(key)
-    if hit is not None:
-        return hit[1]
-    nonzero = weights.reshape(weights.shape[0], -1).abs().amax(dim=1) > 0
-    live = set(nonzero.nonzero(as_tuple=True)[0].tolist())
-    if len(_LIVE) > 2048:
-        _LIVE.clear()
-    _LIVE[key] = (weights, live)
-    return live
+    wraps every supported layer), and a zero matrix adds nothing, so such layers cost nothing."""
+    def build(w):
+        return set((w.reshape(w.shape[0], -1).abs().amax(dim=1) > 0).nonzero(as_tuple=True)[0].tolist())
+
+    return _per_weights("live", weights, build)
 
 
 def _matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
@@ -77,9 +90,7 @@ def _matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
     if len(groups) == 1 and groups[0][1] is None:
         return x @ weights[groups[0][0]].to(dtype).T
     out = x.new_zeros(x.shape[0], weights.shape[1])
-    for lora, rows in groups:
-        if rows is None:
-            rows = torch.arange(x.shape[0])
+    for lora, rows in groups:  # several slots, so each has its rows
         out.index_copy_(0, rows, x.index_select(0, rows) @ weights[lora].to(dtype).T)
     return out
 
@@ -123,38 +134,23 @@ def bgmv_expand_slice(inputs, lora_b_weights, output_tensor, lora_indices_tensor
 
 
 _REPLACEMENTS = {"bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand, "bgmv_expand_slice": bgmv_expand_slice}
-_FLAT: dict[tuple, tuple] = {}  # (storage, version, shape, dtype, side) -> (the weights, kept alive, flattened)
-_MASKS: dict[tuple, tuple] = {}  # (storage, rows, slots, rank) -> (the indices seen, their mask)
-
-
 def _flat(stacked: torch.Tensor, dtype: torch.dtype, side: str) -> torch.Tensor:
     """All slots of a stacked LoRA matrix as one: A (slots, 1, r, in) -> (slots*r, in); B (slots, 1, out, r) ->
-    (slots*r, out). Rebuilt only when the weights change (their version counter)."""
-    key = (stacked.data_ptr(), stacked._version, tuple(stacked.shape), dtype, side)
-    hit = _FLAT.get(key)
-    if hit is not None:
-        return hit[1]
-    w = stacked.reshape(stacked.shape[0], *stacked.shape[-2:])
-    flat = (w if side == "a" else w.transpose(1, 2)).reshape(-1, w.shape[-1] if side == "a" else w.shape[-2])
-    flat = flat.to(dtype).contiguous()
-    if len(_FLAT) > 2048:
-        _FLAT.clear()
-    _FLAT[key] = (stacked, flat)
-    return flat
+    (slots*r, out). Rebuilt only when the weights change."""
+    def build(stacked):
+        w = stacked.reshape(stacked.shape[0], *stacked.shape[-2:])
+        flat = w if side == "a" else w.transpose(1, 2)
+        return flat.reshape(-1, flat.shape[-1]).to(dtype).contiguous()
+
+    return _per_weights("flat", stacked, build, dtype, side)
 
 
 def _mask(indices: torch.Tensor, rows: int, slots: int, rank: int) -> torch.Tensor:
     """(rows, slots*rank): 1 in the rank columns of each token's adapter slot, 0 elsewhere and for index -1."""
-    idx = indices[:rows]
-    key = (idx.data_ptr(), rows, slots, rank)
-    hit = _MASKS.get(key)
-    if hit is not None and torch.equal(hit[0], idx):
-        return hit[1]
-    mask = (idx[:, None] == torch.arange(slots)[None, :]).float().repeat_interleave(rank, dim=1)
-    if len(_MASKS) > 16:
-        _MASKS.clear()
-    _MASKS[key] = (idx.clone(), mask)
-    return mask
+    def build(idx):
+        return (idx[:, None] == torch.arange(slots)[None, :]).float().repeat_interleave(rank, dim=1)
+
+    return _per_step("mask", indices, rows, build, slots, rank)
 
 
 def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None, **kwargs):
@@ -169,11 +165,12 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
                                      buffer=buffer, **kwargs)
     if not kwargs.get("add_inputs", True):
         y[:, :sum(output_slices)] = 0
+    x32 = x.to(torch.float32)  # the shrink in fp32, like vLLM's shrink buffer
     offset = 0
     for a, b, size in zip(lora_a_stacked, lora_b_stacked, output_slices):
         if _live(a) and _live(b):
             slots, rank = a.shape[0], a.shape[-2]
-            h = x.to(torch.float32) @ _flat(a, torch.float32, "a").T  # fp32 like vLLM's shrink buffer
+            h = x32 @ _flat(a, torch.float32, "a").T
             h.mul_(_mask(indices, rows, slots, rank))
             if scale != 1.0:
                 h.mul_(scale)

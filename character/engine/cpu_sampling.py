@@ -56,10 +56,11 @@ def apply_top_k_top_p(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Ten
         undecided &= no_top_k
     undecided |= p >= 1  # p = 1 keeps everything top-k keeps: let vLLM's function say so exactly
     mask = torch.ones_like(logits, dtype=torch.bool).scatter_(1, index, ~keep)
-    if undecided.any():
+    any_undecided = bool(undecided.any())
+    if any_undecided:
         mask[undecided] = False
     logits.masked_fill_(mask, float("-inf"))
-    if undecided.any():
+    if any_undecided:
         r = undecided.nonzero(as_tuple=True)[0]
         logits[r] = _vllm_apply(logits[r], None if k is None else k[r], p[r])
     return logits
