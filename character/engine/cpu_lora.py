@@ -145,19 +145,41 @@ def _flat(stacked: torch.Tensor, dtype: torch.dtype, side: str) -> torch.Tensor:
     return _per_weights("flat", stacked, build, dtype, side)
 
 
-def _mask(indices: torch.Tensor, rows: int, slots: int, rank: int) -> torch.Tensor:
-    """(rows, slots*rank): 1 in the rank columns of each token's adapter slot, 0 elsewhere and for index -1."""
-    def build(idx):
-        return (idx[:, None] == torch.arange(slots)[None, :]).float().repeat_interleave(rank, dim=1)
+def _shrink(slices: tuple[torch.Tensor, ...], dtype: torch.dtype, slot: int | None) -> torch.Tensor:
+    """The A matrices of these output slices side by side, transposed: (in, slices*slots*r), or (in, slices*r)
+    with only `slot`'s rows. One GEMM then shrinks the input for every slice (q, k and v share it)."""
+    def build(first):
+        parts = []
+        for a in slices:
+            flat = _flat(a, dtype, "a")
+            rank = a.shape[-2]
+            parts.append(flat if slot is None else flat[slot * rank:(slot + 1) * rank])
+        return torch.cat(parts).T.contiguous()
 
-    return _per_step("mask", indices, rows, build, slots, rank)
+    # keyed on the first slice's weights; the others' storage and versions are part of the key
+    others = tuple((a.data_ptr(), a._version) for a in slices[1:])
+    return _per_weights("shrink", slices[0], build, dtype, slot, others)
+
+
+def _mask(indices: torch.Tensor, rows: int, slots: int, rank: int, repeats: int,
+          dtype: torch.dtype) -> torch.Tensor:
+    """(rows, repeats*slots*rank): 1 in the rank columns of each token's adapter slot, 0 elsewhere and for
+    index -1; the pattern repeated for each output slice."""
+    def build(idx):
+        one = (idx[:, None] == torch.arange(slots)[None, :]).to(dtype).repeat_interleave(rank, dim=1)
+        return one.repeat(1, repeats)
+
+    return _per_step("mask", indices, rows, build, slots, rank, repeats, dtype)
 
 
 def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None, **kwargs):
-    """PunicaWrapperCPU.add_lora_linear for every slot at once: per output slice, one GEMM through all slots'
-    A matrices, a mask keeping each token's own slot, one GEMM through all slots' B matrices. A few adapters of
-    rank r cost a few times the (tiny) LoRA FLOPs instead of a dozen small gathers and GEMMs per slice; slices
-    whose weights are zero in every slot (a layer no loaded adapter targets) are skipped."""
+    """PunicaWrapperCPU.add_lora_linear for every slot and output slice at once: one GEMM through the A matrices
+    of all slots and slices (a mask then keeps each token's own slot), one GEMM per slice through its B matrices,
+    added in place. When every token of the step has the same adapter, only that slot's matrices are used and
+    there is no mask. Slices whose weights are zero in every slot (a layer no loaded adapter targets) are skipped.
+
+    The shrink runs in the model's dtype with float accumulation; the shrunk values are rounded to that dtype
+    before the expand, as vLLM's expand does with its float shrink buffer."""
     rows = x.shape[0]
     indices = self.token_lora_indices
     if indices.shape[0] < rows:
@@ -165,17 +187,28 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
                                      buffer=buffer, **kwargs)
     if not kwargs.get("add_inputs", True):
         y[:, :sum(output_slices)] = 0
-    x32 = x.to(torch.float32)  # the shrink in fp32, like vLLM's shrink buffer
-    offset = 0
-    for a, b, size in zip(lora_a_stacked, lora_b_stacked, output_slices):
-        if _live(a) and _live(b):
-            slots, rank = a.shape[0], a.shape[-2]
-            h = x32 @ _flat(a, torch.float32, "a").T
-            h.mul_(_mask(indices, rows, slots, rank))
-            if scale != 1.0:
-                h.mul_(scale)
-            y[:, offset:offset + size] += h.to(y.dtype) @ _flat(b, y.dtype, "b")
-        offset += size
+    offsets = [sum(output_slices[:i]) for i in range(len(output_slices))]
+    live = [i for i, (a, b) in enumerate(zip(lora_a_stacked, lora_b_stacked)) if _live(a) and _live(b)]
+    if not live:
+        return
+    groups = _groups(indices, rows)
+    if not groups:  # no token has an adapter
+        return
+    slots, rank = lora_a_stacked[live[0]].shape[0], lora_a_stacked[live[0]].shape[-2]
+    slot = groups[0][0] if len(groups) == 1 and groups[0][1] is None else None
+    if x.dtype != y.dtype:
+        x = x.to(y.dtype)
+    h = x @ _shrink(tuple(lora_a_stacked[i] for i in live), y.dtype, slot)
+    if slot is None:
+        h.mul_(_mask(indices, rows, slots, rank, len(live), h.dtype))
+    if scale != 1.0:
+        h.mul_(scale)
+    width = rank if slot is not None else slots * rank
+    for j, i in enumerate(live):
+        b = _flat(lora_b_stacked[i], y.dtype, "b")
+        if slot is not None:
+            b = b[slot * rank:(slot + 1) * rank]
+        y[:, offsets[i]:offsets[i] + output_slices[i]].addmm_(h[:, j * width:(j + 1) * width], b)
 
 
 _vllm_add_lora_linear = None

@@ -85,10 +85,12 @@ def test_caches_follow_in_place_updates():
         assert ours.any()
 
 
-@pytest.mark.parametrize("rows", [1, 29])
-def test_add_lora_linear_matches_vllm(rows):
-    """The fused add_lora_linear (all slots in one GEMM per slice, masked) against vLLM's own, on a real CPU Punica
-    wrapper in its decode state: three slices like a fused qkv projection, one of them with no adapter loaded."""
+@pytest.mark.parametrize("rows,fill,scale", [(1, "random", 0.5), (29, "random", 0.5), (29, "random", 0.3),
+                                             (29, "one adapter", 2.0), (29, "no adapter", 2.0)])
+def test_add_lora_linear_matches_vllm(rows, fill, scale):
+    """The fused add_lora_linear (one shrink GEMM through all slots and slices, masked; only the slot's matrices
+    when the whole batch has one adapter) against vLLM's own, on a real CPU Punica wrapper in its decode state:
+    three slices like a fused qkv projection, one of them with no adapter loaded."""
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
     original = PunicaWrapperCPU.add_lora_linear
@@ -99,6 +101,8 @@ def test_add_lora_linear_matches_vllm(rows):
     slots, rank, d_in, slices = 4, 8, 32, (16, 8, 8)
     wrapper = PunicaWrapperCPU(64, 8, "cpu")
     idx = torch.randint(-1, slots, (rows,), generator=g)
+    if fill != "random":
+        idx.fill_(2 if fill == "one adapter" else -1)
     wrapper._token_lora_indices[:rows].copy_(idx)
     wrapper.indices_len = [rows] * 6
     wrapper.is_prefill = False
@@ -108,8 +112,8 @@ def test_add_lora_linear_matches_vllm(rows):
     x = torch.randn(rows, d_in, generator=g).to(torch.bfloat16)
     base = torch.randn(rows, sum(slices), generator=g).to(torch.bfloat16)
     ours, theirs = base.clone(), base.clone()
-    wrapper.add_lora_linear(ours, x, a, b, 0.5, slices)
-    original(wrapper, theirs, x, a, b, 0.5, slices)
+    wrapper.add_lora_linear(ours, x, a, b, scale, slices)
+    original(wrapper, theirs, x, a, b, scale, slices)
     torch.testing.assert_close(ours.float(), theirs.float(), rtol=2e-2, atol=5e-2)
     assert torch.equal(ours[:, 24:], base[:, 24:])  # the slice with no adapter is left alone
-    assert (rows == 1 and idx[0] < 0) or not torch.equal(ours, base)
+    assert torch.equal(ours, base) == bool((idx < 0).all())
