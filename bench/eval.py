@@ -14,12 +14,15 @@ writes text) made once under --work. Each variant runs in its own process so mem
 All go through character's engine interface with the same settings (enforce_eager on CPU). Timings include
 engine start. The last line is one JSON object with `multi_lora_vs_reload` = reload seconds / multi-LoRA seconds.
 
-Measured here (2 CPU cores, smollm2-135m, 4 adapters x 64 prompts x 128 tokens, 2026-11-28): multi-LoRA 77.3 s,
-reload 108.3 s, merged 91.1 s: multi_lora_vs_reload 1.40. On this CPU an engine starts in about 6 s and generating
+Measured here (2 CPU cores, smollm2-135m, 4 adapters x 64 prompts x 128 tokens, 2026-11-28): multi-LoRA 68.5 s,
+reload 95.9 s, merged 91.3 s: multi_lora_vs_reload 1.40. On this CPU an engine starts in about 6 s and generating
 the 256 answers takes over 50 s, so generation dominates; on a GPU, where an 8B engine takes a minute or more to
 start, the starts are the cost. The history of this figure: with vLLM's own CPU LoRA functions multi-LoRA took
 twice as long as merged; with engine/cpu_lora.py's first version 132.7 s (reload 163.2 s); with
-engine/cpu_sampling.py 91.6 s (reload 115.3 s); with the fused add_lora_linear 77.3 s.
+engine/cpu_sampling.py 91.6 s (reload 115.3 s); with the fused add_lora_linear 77.3 s (reload 108.3 s); with one
+shrink GEMM for all slices 68.5 s (reload 95.9 s). The ratio stays near 1.4 because every LoRA speed-up helps
+both variants: with LoRA free it would be 4 x (6 + 15) / (6 + 53) = 1.4, the base model's own time for 64 and for
+256 answers.
 """
 
 from __future__ import annotations
