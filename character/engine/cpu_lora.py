@@ -156,7 +156,8 @@ def _shrink(slices: tuple[torch.Tensor, ...], dtype: torch.dtype, slot: int | No
             parts.append(flat if slot is None else flat[slot * rank:(slot + 1) * rank])
         return torch.cat(parts).T.contiguous()
 
-    # keyed on the first slice's weights; the others' storage and versions are part of the key
+    # keyed on the first slice's weights, which the cache keeps alive (so a later layer cannot reuse their
+    # storage and match); the other slices' storage and versions are part of the key
     others = tuple((a.data_ptr(), a._version) for a in slices[1:])
     return _per_weights("shrink", slices[0], build, dtype, slot, others)
 
