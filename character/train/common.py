@@ -191,6 +191,22 @@ def lora_config(cfg: TrainConfig, model):
                       bias="none", task_type="CAUSAL_LM")
 
 
+def skip_lora_input_casts(trainer) -> int:
+    """Under bf16 autocast, stop PEFT from casting each LoRA layer's input to the adapter's float32 dtype.
+
+    Autocast runs the adapter's matmuls in bf16 anyway, so the cast is an exact round trip (bf16 -> float32 ->
+    bf16, and the same for the gradient): three full copies of the layer input per LoRA layer and step. In a
+    torch profile of an 8B DPO step on an H200 (r64 on all linear layers), copy kernels, mostly these, took 11%
+    of the GPU time. Without autocast nothing changes: the input is cast as before. Returns the number of LoRA
+    layers changed."""
+    if not trainer.args.bf16:
+        return 0
+    layers = [m for m in trainer.model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    for m in layers:
+        m.cast_input_dtype_enabled = False
+    return len(layers)
+
+
 def trainer_args(cfg: TrainConfig, out: Path) -> dict:
     """Keyword arguments for TRL's DPOConfig / SFTConfig (both are TrainingArguments)."""
     gpu = on_gpu()

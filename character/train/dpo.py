@@ -45,6 +45,9 @@ def _trainer_class():
             with _fast_model_hash():
                 super().__init__(*args, **kwargs)
             self._use_answer_logprobs()
+            from character.train.common import skip_lora_input_casts
+
+            skip_lora_input_casts(self)
 
         def _use_answer_logprobs(self):
             if self._answer_logprobs:  # once: after TRL added its fused head, before the first forward

@@ -53,6 +53,7 @@ def train_sft(cfg: SFTTrainConfig) -> Path:
         load_tokenizer,
         lora_config,
         model_fingerprint,
+        skip_lora_input_casts,
         summarize,
         trainer_args,
     )
@@ -86,6 +87,7 @@ def train_sft(cfg: SFTTrainConfig) -> Path:
                      packing=False, assistant_only_loss=False, completion_only_loss=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_config(cfg, model))
+    skip_lora_input_casts(trainer)
     trainer.train(resume_from_checkpoint=resume_from)
 
     if trainer.accelerator.is_main_process:
