@@ -197,9 +197,11 @@ def skip_lora_input_casts(trainer) -> int:
     Autocast runs the adapter's matmuls in bf16 anyway, so the cast is an exact round trip (bf16 -> float32 ->
     bf16, and the same for the gradient): three full copies of the layer input per LoRA layer and step. In a
     torch profile of an 8B DPO step on an H200 (r64 on all linear layers), copy kernels, mostly these, took 11%
-    of the GPU time. Without autocast nothing changes: the input is cast as before. Returns the number of LoRA
+    of the GPU time. Without torch autocast nothing changes: the input is cast as before. DeepSpeed and FSDP
+    manage precision themselves, not through autocast, so they are left alone too. Returns the number of LoRA
     layers changed."""
-    if not trainer.args.bf16:
+    if not trainer.args.bf16 or getattr(trainer, "is_deepspeed_enabled", False) or \
+            getattr(trainer, "is_fsdp_enabled", False):
         return 0
     layers = [m for m in trainer.model.modules() if hasattr(m, "cast_input_dtype_enabled")]
     for m in layers:

@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from character.config import command, field
-from character.train.common import TrainConfig
+from character.train.common import TrainConfig, skip_lora_input_casts
 
 
 @dataclasses.dataclass
@@ -45,8 +45,6 @@ def _trainer_class():
             with _fast_model_hash():
                 super().__init__(*args, **kwargs)
             self._use_answer_logprobs()
-            from character.train.common import skip_lora_input_casts
-
             skip_lora_input_casts(self)
 
         def _use_answer_logprobs(self):

@@ -36,11 +36,13 @@ def test_same_outputs_and_gradients_without_the_cast(tiny_llama_path):
         assert torch.equal(ours[1][name], grad), name
 
 
-def test_left_alone_without_autocast(tiny_llama_path):
+def test_left_alone_without_torch_autocast(tiny_llama_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32)
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"]))
     assert skip_lora_input_casts(SimpleNamespace(args=SimpleNamespace(bf16=False), model=model)) == 0
+    deepspeed = SimpleNamespace(args=SimpleNamespace(bf16=True), model=model, is_deepspeed_enabled=True)
+    assert skip_lora_input_casts(deepspeed) == 0  # DeepSpeed's bf16 is no autocast
     assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
