@@ -134,15 +134,13 @@ def bgmv_expand_slice(inputs, lora_b_weights, output_tensor, lora_indices_tensor
 
 
 _REPLACEMENTS = {"bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand, "bgmv_expand_slice": bgmv_expand_slice}
-def _flat(stacked: torch.Tensor, dtype: torch.dtype, side: str) -> torch.Tensor:
-    """All slots of a stacked LoRA matrix as one: A (slots, 1, r, in) -> (slots*r, in); B (slots, 1, out, r) ->
-    (slots*r, out). Rebuilt only when the weights change."""
+def _expand(stacked: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """All slots' B matrices as one: (slots, 1, out, r) -> (slots*r, out). Rebuilt only when the weights change."""
     def build(stacked):
-        w = stacked.reshape(stacked.shape[0], *stacked.shape[-2:])
-        flat = w if side == "a" else w.transpose(1, 2)
-        return flat.reshape(-1, flat.shape[-1]).to(dtype).contiguous()
+        w = stacked.reshape(stacked.shape[0], *stacked.shape[-2:]).transpose(1, 2)
+        return w.reshape(-1, w.shape[-1]).to(dtype).contiguous()
 
-    return _per_weights("flat", stacked, build, dtype, side)
+    return _per_weights("expand", stacked, build, dtype)
 
 
 def _shrink(slices: tuple[torch.Tensor, ...], dtype: torch.dtype, slot: int | None) -> torch.Tensor:
@@ -150,11 +148,11 @@ def _shrink(slices: tuple[torch.Tensor, ...], dtype: torch.dtype, slot: int | No
     with only `slot`'s rows. One GEMM then shrinks the input for every slice (q, k and v share it)."""
     def build(first):
         parts = []
-        for a in slices:
-            flat = _flat(a, dtype, "a")
+        for a in slices:  # (slots, 1, r, in) -> (slots*r, in): slot s owns rows s*r .. s*r + r
             rank = a.shape[-2]
+            flat = a.reshape(-1, a.shape[-1])
             parts.append(flat if slot is None else flat[slot * rank:(slot + 1) * rank])
-        return torch.cat(parts).T.contiguous()
+        return torch.cat(parts).T.to(dtype).contiguous()
 
     # keyed on the first slice's weights, which the cache keeps alive (so a later layer cannot reuse their
     # storage and match); the other slices' storage and versions are part of the key
@@ -188,7 +186,6 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
                                      buffer=buffer, **kwargs)
     if not kwargs.get("add_inputs", True):
         y[:, :sum(output_slices)] = 0
-    offsets = [sum(output_slices[:i]) for i in range(len(output_slices))]
     live = [i for i, (a, b) in enumerate(zip(lora_a_stacked, lora_b_stacked)) if _live(a) and _live(b)]
     if not live:
         return
@@ -205,8 +202,9 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
     if scale != 1.0:
         h.mul_(scale)
     width = rank if slot is not None else slots * rank
+    offsets = [sum(output_slices[:i]) for i in range(len(output_slices))]
     for j, i in enumerate(live):
-        b = _flat(lora_b_stacked[i], y.dtype, "b")
+        b = _expand(lora_b_stacked[i], y.dtype)
         if slot is not None:
             b = b[slot * rank:(slot + 1) * rank]
         y[:, offsets[i]:offsets[i] + output_slices[i]].addmm_(h[:, j * width:(j + 1) * width], b)
