@@ -18,57 +18,118 @@ Match = tuple[int, int]  # (winner, loser)
 
 
 def bradley_terry(matches: Sequence[Match], n_items: int, l2: float = 0.1, iters: int = 50):
-    """Log-strengths s (numpy array, mean 0) maximising sum log sigmoid(s_w - s_l) - l2/2 |s|^2."""
+    """Log-strengths s (numpy array, mean 0) maximising sum log sigmoid(s_w - s_l) - l2/2 |s|^2.
+
+    Only the items that play are solved for: an item with no match has gradient -l2 * s and no coupling to the
+    others, so its optimum is exactly 0, and the smaller system is much faster (the permutation test fits
+    thousands of times)."""
     import numpy as np
 
     s = np.zeros(n_items)
     if not len(matches):
         return s
     m = np.asarray(matches, dtype=int)
-    w, lo = m[:, 0], m[:, 1]
-    eye = np.eye(n_items)
+    played, local = np.unique(m, return_inverse=True)
+    local = local.reshape(m.shape)
+    w, lo = local[:, 0], local[:, 1]
+    k = len(played)
+    t = np.zeros(k)
+    eye = np.eye(k)
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(s[w] - s[lo])))  # P(winner beats loser)
+        p = 1.0 / (1.0 + np.exp(-(t[w] - t[lo])))  # P(winner beats loser)
         r = 1.0 - p
-        grad = -l2 * s
-        np.add.at(grad, w, r)
-        np.subtract.at(grad, lo, r)
+        grad = -l2 * t + np.bincount(w, r, k) - np.bincount(lo, r, k)
         # Hessian of the negative log-posterior: graph Laplacian weighted by p(1-p), plus the prior
         c = p * (1.0 - p)
         h = l2 * eye
-        np.add.at(h, (w, w), c)
-        np.add.at(h, (lo, lo), c)
+        h[np.diag_indices(k)] += np.bincount(w, c, k) + np.bincount(lo, c, k)
         np.subtract.at(h, (w, lo), c)
         np.subtract.at(h, (lo, w), c)
         step = np.linalg.solve(h, grad)
-        s = s + step
+        t = t + step
         if np.max(np.abs(step)) < 1e-9:
             break
+    s[played] = t
     return s - s.mean()
 
 
-def bootstrap_bt(match_sets: Sequence[Sequence[Match]], n_items: int, n_boot: int = 200, seed: int = 0,
-                 l2: float = 0.1):
+def outcome_matches(pairs, outcomes, idx=None) -> list[Match]:
+    """Matches of one system: `pairs[i]` = (trait_1 id, trait_2 id) of comparison i, `outcomes[i]` 1 (trait_1
+    expressed), 2, or None (undecided: no match). `idx` picks (and may repeat) comparisons, as a bootstrap does."""
+    seq = range(len(pairs)) if idx is None else idx
+    out = []
+    for i in seq:
+        o = outcomes[i]
+        if o is not None:
+            a, b = pairs[i]
+            out.append((a, b) if o == 1 else (b, a))
+    return out
+
+
+def bootstrap_bt(pairs, outcome_sets, n_items: int, n_boot: int = 200, seed: int = 0, l2: float = 0.1):
     """Bradley-Terry strengths of several systems with a paired bootstrap.
 
-    `match_sets[k][i]` is system k's outcome of comparison i; all systems saw the same comparisons (same prompt,
-    same trait pair), so each resample draws the same comparison indices for every system and shifts between
-    systems get intervals that account for the pairing. Returns (point, samples) with point of shape
-    (K, n_items) and samples of shape (n_boot, K, n_items).
+    All systems saw the same comparisons (`pairs`: same prompt, same trait pair) and `outcome_sets[k][i]` is system
+    k's verdict on comparison i (1, 2 or None); each resample draws the same comparison indices for every system,
+    so shifts between systems get intervals that account for the pairing. Returns (point, samples) with point of
+    shape (K, n_items) and samples of shape (n_boot, K, n_items).
     """
     import numpy as np
 
-    sets = [np.asarray(ms, dtype=int).reshape(-1, 2) for ms in match_sets]
-    n = len(sets[0])
-    assert all(len(ms) == n for ms in sets), "paired bootstrap needs the same comparisons for every system"
-    point = np.stack([bradley_terry(ms, n_items, l2) for ms in sets])
+    n = len(pairs)
+    assert all(len(o) == n for o in outcome_sets), "paired bootstrap needs the same comparisons for every system"
+    point = np.stack([bradley_terry(outcome_matches(pairs, o), n_items, l2) for o in outcome_sets])
     rng = np.random.default_rng(seed)
-    samples = np.empty((n_boot, len(sets), n_items))
+    samples = np.empty((n_boot, len(outcome_sets), n_items))
     for b in range(n_boot):
         idx = rng.integers(0, n, n)
-        for k, ms in enumerate(sets):
-            samples[b, k] = bradley_terry(ms[idx], n_items, l2)
+        for k, o in enumerate(outcome_sets):
+            samples[b, k] = bradley_terry(outcome_matches(pairs, o, idx), n_items, l2)
     return point, samples
+
+
+def permutation_shift_test(pairs, ref, sys, n_items: int, statistics, n_perm: int = 1000, seed: int = 0,
+                           l2: float = 0.1):
+    """Paired permutation test of a shift between two systems that judged the same comparisons.
+
+    Under the null (the system changed nothing) which of the two produced each comparison's outcome is arbitrary,
+    so each permutation swaps the two systems' outcomes within a random half of the comparisons and refits both.
+    `statistics(shift_vector) -> numpy array` gives the statistics to test (e.g. the marked traits' mean shift and
+    every trait's shift). Returns the two-sided p-values (1 + #{|null| >= |observed|}) / (1 + n_perm), one per
+    statistic, and the null draws (n_perm, n_stats).
+    """
+    import numpy as np
+
+    def shift(a, b):
+        return bradley_terry(outcome_matches(pairs, b), n_items, l2) - bradley_terry(outcome_matches(pairs, a),
+                                                                                    n_items, l2)
+
+    observed = np.asarray(statistics(shift(ref, sys)), dtype=float)
+    rng = np.random.default_rng(seed)
+    null = np.empty((n_perm, observed.size))
+    ref, sys = list(ref), list(sys)
+    for b in range(n_perm):
+        swap = rng.random(len(pairs)) < 0.5
+        a = [s if w else r for r, s, w in zip(ref, sys, swap)]
+        c = [r if w else s for r, s, w in zip(ref, sys, swap)]
+        null[b] = statistics(shift(a, c))
+    exceed = (np.abs(null) >= np.abs(observed) - 1e-12).sum(axis=0)
+    return (1.0 + exceed) / (1.0 + n_perm), null
+
+
+def holm(p_values) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error control over all the tests given)."""
+    import numpy as np
+
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return [float(x) for x in adjusted]
 
 
 def interval(samples, level: float = 0.95, axis: int = 0):

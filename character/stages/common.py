@@ -117,10 +117,11 @@ def problem_counts(rows: list[dict]) -> dict:
 # -- prompt sources ------------------------------------------------------------------------------------------
 
 PROMPT_KEYS = ("prompt", "question", "instruction", "text", "input")
+HELD_OUT = "eval.jsonl"  # evals/prompts/eval.jsonl: what `character eval` scores, disjoint from general.jsonl
 
 
 def load_prompt_source(spec: str, limit: int = 0, seed: int = 0) -> list[str]:
-    """User messages from `builtin` (evals/prompts/general.jsonl), `none`, a JSONL/CSV file, or
+    """User messages from `builtin` (evals/prompts/general.jsonl, the training set), `none`, a JSONL/CSV file, or
     `hf:org/name:split:column` (a dataset on the hub or in the local HF cache)."""
     spec = (spec or "").strip()
     if spec.lower() in ("", "none", "off"):
@@ -134,6 +135,9 @@ def load_prompt_source(spec: str, limit: int = 0, seed: int = 0) -> list[str]:
         if not path.is_file():
             raise CharacterError(f"general_prompts '{spec}': file not found; give 'builtin', 'none', a .jsonl or "
                                  f".csv file, or hf:org/name:split:column")
+        if path.resolve() == data_path("evals", "prompts", HELD_OUT).resolve():
+            raise CharacterError(f"general_prompts '{spec}': that is the held-out evaluation set, which generation "
+                                 f"never reads (answers to it would be trained on); use 'builtin' or another file")
         prompts = _from_csv(path) if path.suffix.lower() == ".csv" else _from_jsonl(path)
     prompts = list(dict.fromkeys(p.strip() for p in prompts if p and p.strip()))
     if limit and len(prompts) > limit:
