@@ -70,7 +70,9 @@ class EngineConfig:
     backend: Backend = field("auto", help="auto (vllm if importable, else hf), vllm, hf or openai")
     dtype: str = field("bfloat16", help="weights dtype for vllm/hf")
     max_model_len: int = field(4096, help="longest prompt + completion in tokens")
-    tensor_parallel_size: int = field(0, help="vllm: GPUs per model; 0 = all visible GPUs (1 on CPU)", hash=False)
+    tensor_parallel_size: int = field(0, help="vllm: GPUs per model; 0 = the largest size that divides the "
+                                      "model's attention and KV heads and fits the visible GPUs (1 on CPU); a size "
+                                      "vLLM would refuse is an error before the engine starts", hash=False)
     gpu_memory_utilization: float = field(0.0, help="vllm: memory share for weights + KV cache (on CPU: share of RAM); 0 = auto (0.9 GPU, 0.3 CPU)", hash=False)
     enforce_eager: bool | None = field(None, help="vllm: skip graph capture (faster start); default: on for CPU", hash=False)
     enable_prefix_caching: bool = field(True, help="vllm: reuse the KV cache of shared prefixes (system prompts)")

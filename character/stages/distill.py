@@ -70,7 +70,13 @@ class AnswerConfig(GenerateConfig):
                                 hash=False)
     general_prompts: str = field("builtin", help="general prompts added to the constitution's: builtin "
                                  "(evals/prompts/general.jsonl), none, a .jsonl/.csv file, or hf:org/name:split:column")
-    general_limit: int = field(0, help="use at most this many general prompts (a seeded sample); 0 = all")
+    general_limit: int = field(0, help="use at most this many general prompts (a sample drawn with --prompt_seed); "
+                               "0 = all")
+    # out of the config hash: the prompts it selects enter the stage's input hash
+    prompt_seed: int = field(0, help="seed of the general-prompt sample, apart from --seed so that teacher and "
+                             "student sampling with different seeds still answer the same prompts (answers to a "
+                             "prompt only one of them saw are dropped as unpaired); give both the same value",
+                             hash=False)
     answer_hint: str = field("", help="text added after each user message at generation time only (the saved "
                              "prompt is the user's own), e.g. 'Answer in two to four sentences.': small models "
                              "that ramble until cut off finish far more often; give teacher and student the same")
@@ -107,7 +113,7 @@ def prompt_items(cfg: AnswerConfig, con: C.Constitution) -> list[dict]:
         if q not in seen:
             seen.add(q)
             items.append({"prompt_id": _pid(q), "prompt": q, "trait": trait, "source": "constitution"})
-    for q in load_prompt_source(cfg.general_prompts, cfg.general_limit, cfg.seed or 0):
+    for q in load_prompt_source(cfg.general_prompts, cfg.general_limit, cfg.prompt_seed):
         if q not in seen:
             seen.add(q)
             items.append({"prompt_id": _pid(q), "prompt": q, "trait": None, "source": "general"})
