@@ -68,7 +68,9 @@ class EngineConfig:
 
     model: str = field("smollm2-135m", help="alias, local checkpoint dir or hub id (openai: the served model name)")
     backend: Backend = field("auto", help="auto (vllm if importable, else hf), vllm, hf or openai")
-    dtype: str = field("bfloat16", help="weights dtype for vllm/hf")
+    dtype: str = field("auto", help="weights dtype for vllm/hf: auto (bfloat16 on GPUs and on CPUs with native bf16, "
+                                    "float32 on other CPUs, where bf16 is emulated and many times slower), "
+                                    "bfloat16, float16 or float32")
     max_model_len: int = field(4096, help="longest prompt + completion in tokens")
     tensor_parallel_size: int = field(0, help="vllm: GPUs per model; 0 = the largest size that divides the "
                                       "model's attention and KV heads and fits the visible GPUs (1 on CPU); a size "

@@ -23,6 +23,7 @@ from character.engine.base import (
     render_prompt,
 )
 from character.errors import CharacterError
+from character.hardware import resolve_dtype
 
 
 class HFEngine(Engine):
@@ -34,7 +35,7 @@ class HFEngine(Engine):
 
         self.config = config
         self.model_path = models.resolve(config.model)
-        dtype = getattr(torch, config.dtype, None) if config.dtype != "auto" else "auto"
+        dtype = getattr(torch, resolve_dtype(config.dtype), None)
         if dtype is None:
             raise CharacterError(f"--dtype '{config.dtype}' is not a torch dtype; use bfloat16, float16 or float32")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=config.trust_remote_code)

@@ -31,6 +31,7 @@ from character.engine.base import (
     render_prompt,
 )
 from character.errors import CharacterError
+from character.hardware import resolve_dtype
 
 
 def _on_gpu() -> bool:
@@ -76,7 +77,7 @@ class VLLMEngine(Engine):
         c = self.config
         gpu = _on_gpu()
         kwargs = dict(
-            model=self.model_path, dtype=c.dtype, max_model_len=c.max_model_len,
+            model=self.model_path, dtype=resolve_dtype(c.dtype), max_model_len=c.max_model_len,
             tensor_parallel_size=self.tensor_parallel_size,
             gpu_memory_utilization=c.gpu_memory_utilization or (0.9 if gpu else 0.3),
             enforce_eager=(not gpu) if c.enforce_eager is None else c.enforce_eager,

@@ -20,6 +20,7 @@ from typing import Literal
 from character.artifacts import StageDir, atomic_write_json, sha256_file
 from character.config import config_hash, field, to_dict
 from character.errors import CharacterError
+from character.hardware import cpu_has_bf16, on_gpu
 from character.train.launch import is_main_process
 
 # The paper trains every linear layer of the transformer blocks (not the LM head).
@@ -118,21 +119,6 @@ def model_fingerprint(path: str) -> str:
     if (p / "config.json").is_file():
         h.update(sha256_file(p / "config.json").encode())
     return h.hexdigest()[:16]
-
-
-def on_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def cpu_has_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def load_tokenizer(path: str):
