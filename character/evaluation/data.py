@@ -82,3 +82,25 @@ def capability_questions() -> list[dict]:
 
 def judge_labelled() -> list[dict]:
     return _jsonl("judge_labelled.jsonl", ("trait", "prompt", "answer"))
+
+
+@cache
+def trait_opposites() -> dict[str, set[str]]:
+    """trait -> the vocabulary traits that point the opposite way (evals/trait_opposites.yaml), symmetric."""
+    from character.config import suggest
+
+    p, vocab = _path("trait_opposites.yaml"), traits()
+    out: dict[str, set[str]] = {}
+    for word, others in _yaml("trait_opposites.yaml").items():
+        if not isinstance(others, list):
+            raise CharacterError(f"{p}: '{word}' must map to a list of traits, e.g. {word}: [other, ...]")
+        for w in (word, *others):
+            if w not in vocab:
+                raise CharacterError(f"{p}: '{w}' is not a trait of traits.jsonl{suggest(str(w), vocab)}; "
+                                     "use only vocabulary words")
+        for other in others:
+            if other == word:
+                raise CharacterError(f"{p}: '{word}' is listed as its own opposite")
+            out.setdefault(word, set()).add(other)
+            out.setdefault(other, set()).add(word)
+    return out

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from character import constitution as C
-from character.artifacts import StageDir, content_hash, sha256_text
+from character.artifacts import MANIFEST, StageDir, atomic_write_json, content_hash, sha256_text
 from character.config import config_hash, field, to_dict
 from character.engine.base import Engine, Request
 from character.errors import CharacterError
@@ -213,7 +213,12 @@ class DPODataConfig:
     max_length: int = field(1024, help="drop pairs whose prompt + answer exceed this many tokens in the student's template")
     min_chars: int = field(1, help="drop answers shorter than this many characters")
     shard_size: int = field(2000, help="pairs per output shard")
-    seed: int = field(0, help="unused by the filters; kept so every stage takes --seed")
+    seed: int = field(0, help="unused by the filters; seeds the separation check's folds and bootstrap")
+    # out of the config hash: it changes no pair, only what the manifest records about them
+    separation: bool = field(True, help="measure how far the teacher's answers are from the student's (MiniLM: "
+                             "held-out chosen-vs-rejected accuracy, direction per vocabulary trait), record it in "
+                             "the manifest under 'separation' and warn when the teacher barely plays the persona",
+                             hash=False)
 
 
 FILTERS = ("empty", "no_closing_think", "unfinished", "leak", "identical", "unpaired", "too_long")
@@ -240,6 +245,8 @@ def run_dpo_data(cfg: DPODataConfig) -> Path:
               "student_model": student_model, "student_name": student_name}
     if out.is_complete(config_hash(cfg), inputs):
         print(f"dpo-data: {out.path} is complete for these settings and inputs; nothing to do", file=sys.stderr)
+        if cfg.separation and "separation" not in out.manifest:  # made before the check existed: add it
+            atomic_write_json(out.path / MANIFEST, {**out.manifest, "separation": _separation(out.rows(), cfg.seed)})
         return out.path
     out.begin(to_dict(cfg), config_hash(cfg), inputs)
     for p in out.shards():  # cheap to rebuild, and the filters are global: never mix with an old run
@@ -282,13 +289,25 @@ def run_dpo_data(cfg: DPODataConfig) -> Path:
         out.write_shard(i // cfg.shard_size, pairs[i:i + cfg.shard_size])
     counts = {"chosen_samples": sum(1 for _ in chosen_sd.rows()), "rejected_samples": len(rejected_sd.rows()),
               "pairs": len(pairs), **{f"dropped {k}": v for k, v in sorted(dropped.items())}}
+    checked = {"separation": _separation(pairs, cfg.seed)} if cfg.separation else {}
     secs = time.time() - t0
     out.finish(counts=counts, timings={"total_s": round(secs, 2)},
-               names={"teacher": teacher_name, "student": student_name})
+               names={"teacher": teacher_name, "student": student_name}, **checked)
     print(f"dpo-data: {len(pairs)} pairs kept; dropped: "
           + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) or "none"), file=sys.stderr)
     summarize("dpo-data", {"pairs": len(pairs)}, secs)
     return out.path
+
+
+def _separation(pairs: list[dict], seed: int) -> dict:
+    """Whether the teacher plays the persona at all, measured on the pairs; never fails the stage."""
+    from character.evaluation.separation import check_pairs, warning
+
+    sep = check_pairs(pairs, seed)
+    line = warning(sep) if sep["checked"] else f"dpo-data: separation not measured: {sep['reason']}"
+    if line:
+        print(line, file=sys.stderr)
+    return sep
 
 
 def _good(rows: list[dict], dropped: Counter, side: str, trait_texts: list[str], system: str, min_chars: int,
