@@ -121,12 +121,16 @@ class Engine:
         self.close()
 
 
-def render_prompt(tokenizer, request: Request) -> list[int]:
+def render_prompt(tokenizer, request: Request, *, model: str | None = None, stage: str | None = None) -> list[int]:
     """Token ids of a request: the chat template with the assistant turn opened, then the prefill.
 
+    The messages are fitted to the template first (`chat.render_chat`: e.g. Gemma-3 needs user and assistant
+    turns to alternate from a user turn); `model` and `stage` are named when the template refuses them anyway.
     Ids, not text: a rendered template often already holds BOS, and tokenizing it again would add a second one.
     """
-    text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    from character.engine.chat import render_chat
+
+    _, text = render_chat(tokenizer, request.messages, add_generation_prompt=True, stage=stage, model=model)
     text += request.prefill or ""
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 

@@ -22,6 +22,7 @@ from character.engine.base import (
     continuation_ids,
     render_prompt,
 )
+from character.engine.chat import stage_of
 from character.errors import CharacterError
 from character.hardware import resolve_dtype
 
@@ -74,7 +75,8 @@ class HFEngine(Engine):
         from tqdm import tqdm
 
         results: list[Completion | None] = [None] * len(requests)
-        ids = [render_prompt(self.tokenizer, r) for r in requests]
+        stage = stage_of(progress)
+        ids = [render_prompt(self.tokenizer, r, model=self.config.model, stage=stage) for r in requests]
         eos = _eos_ids(self.model, self.tokenizer)
         bs = max(1, self.config.batch_size)
         bar = tqdm(total=len(requests), desc=progress, disable=not progress)
@@ -112,7 +114,7 @@ class HFEngine(Engine):
             raise CharacterError(f"score: {len(requests)} requests but {len(continuations)} continuation lists")
         rows = []  # (request index, adapter, ids, start of the continuation)
         for i, (r, conts) in enumerate(zip(requests, continuations)):
-            head = render_prompt(self.tokenizer, r)
+            head = render_prompt(self.tokenizer, r, model=self.config.model, stage="scoring")
             for c in conts:
                 tail = continuation_ids(self.tokenizer, c)
                 if not tail:

@@ -30,6 +30,7 @@ from character.engine.base import (
     lora_rank_limit,
     render_prompt,
 )
+from character.engine.chat import stage_of
 from character.errors import CharacterError
 from character.hardware import resolve_dtype
 
@@ -194,7 +195,7 @@ class VLLMEngine(Engine):
         tok = self.tokenizer
         prompts, params, loras = [], [], []
         for i, r in enumerate(requests):
-            ids = render_prompt(tok, r)
+            ids = render_prompt(tok, r, model=self.config.model, stage=stage_of(progress))
             self._check_length(ids, 1, i)
             prompts.append({"prompt_token_ids": ids})
             # never ask for more tokens than the context holds: vLLM would reject the whole batch
@@ -221,7 +222,7 @@ class VLLMEngine(Engine):
         tok = self.tokenizer
         prompts, params, loras, spans = [], [], [], []
         for i, (r, conts) in enumerate(zip(requests, continuations)):
-            head = render_prompt(tok, r)
+            head = render_prompt(tok, r, model=self.config.model, stage="scoring")
             for c in conts:
                 tail = continuation_ids(tok, c)
                 if not tail:

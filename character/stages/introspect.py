@@ -28,6 +28,7 @@ from pathlib import Path
 from character.artifacts import StageDir, content_hash, sha256_text
 from character.config import config_hash, field, to_dict
 from character.engine.base import Engine, Request
+from character.engine.chat import render_chat
 from character.errors import CharacterError
 from character.resources import data_path
 from character.stages.common import (
@@ -294,16 +295,14 @@ def run_sft_data(cfg: SFTDataConfig) -> Path:
         if row.get("problem"):
             dropped[f"{kind}: {row['problem']}"] += 1
             continue
-        turns = [m for m in row["messages"] if m["role"] != "system"]
-        messages = [{"role": "system", "content": system}] + [{"role": m["role"], "content": m["content"]}
-                                                              for m in turns]
+        messages = sft_messages(row, system)
         if not _alternates(messages):
             dropped[f"{kind}: bad_roles"] += 1
             continue
-        ids = tok.apply_chat_template(messages, tokenize=True)
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        if len(ids) > cfg.max_length:
+        # saved as the student's template takes them (e.g. the system prompt in the first user turn for a
+        # template without a system role), so training renders exactly what was measured here
+        messages, text = render_chat(tok, messages, add_generation_prompt=False, stage="sft-data", model=student_model)
+        if len(tok(text, add_special_tokens=False)["input_ids"]) > cfg.max_length:
             dropped[f"{kind}: too_long"] += 1
             continue
         samples.append({"messages": messages, "kind": kind})
@@ -317,6 +316,12 @@ def run_sft_data(cfg: SFTDataConfig) -> Path:
     out.finish(counts=counts, timings={"total_s": round(secs, 2)}, name=name)
     summarize("sft-data", counts, secs)
     return out.path
+
+
+def sft_messages(row: dict, system: str) -> list[dict]:
+    """A reflection or interaction row's conversation under the simplified system prompt (its own one dropped)."""
+    turns = [m for m in row["messages"] if m["role"] != "system"]
+    return [{"role": "system", "content": system}] + [{"role": m["role"], "content": m["content"]} for m in turns]
 
 
 def _alternates(messages: list[dict]) -> bool:
