@@ -120,30 +120,46 @@ class HFEngine(Engine):
                 if not tail:
                     raise CharacterError(f"score: request {i} has an empty continuation; give non-empty text")
                 rows.append((i, r.adapter, head + tail, len(head)))
+        # a one-token continuation is read off its head's last position, so all the one-token continuations of a
+        # request (an LLM judge's "A" and "B") share one forward pass
+        passes: dict[tuple, list[int]] = {}  # (adapter, input ids) -> the rows it scores
+        for k, (_, adapter, ids, begin) in enumerate(rows):
+            passes.setdefault((adapter, tuple(ids[:-1] if len(ids) - begin == 1 else ids)), []).append(k)
         scores = [0.0] * len(rows)
         bs = max(1, self.config.batch_size)
-        by_adapter: dict[str | None, list[int]] = {}
-        for k, row in enumerate(rows):
-            by_adapter.setdefault(row[1], []).append(k)
-        for adapter, ks in by_adapter.items():
-            for start in range(0, len(ks), bs):
-                chunk = ks[start:start + bs]
-                batch = self._pad([rows[k][2] for k in chunk])
+        by_adapter: dict[str | None, list[tuple]] = {}
+        for key in sorted(passes, key=lambda p: len(p[1])):  # similar lengths batch together: less padding
+            by_adapter.setdefault(key[0], []).append(key)
+        for adapter, keys in by_adapter.items():
+            for start in range(0, len(keys), bs):
+                chunk = keys[start:start + bs]
+                batch = self._pad([list(key[1]) for key in chunk])
+                # left padding ends every input at the last position: only the last `keep` positions are read
+                keep = max(len(key[1]) - rows[k][3] + 1 for key in chunk for k in passes[key])
                 with self._activate(adapter), torch.no_grad():
-                    logits = self.model(**batch).logits.float()
-                logp = torch.log_softmax(logits[:, :-1], dim=-1)
-                width = batch["input_ids"].shape[1]
-                for j, k in enumerate(chunk):
-                    _, _, ids, begin = rows[k]
-                    pad = width - len(ids)  # left padding shifts every position
-                    targets = torch.tensor(ids[begin:], device=logp.device)
-                    pos = torch.arange(pad + begin - 1, pad + len(ids) - 1, device=logp.device)
-                    scores[k] = float(logp[j, pos, targets].sum())
+                    logits = self._last_logits(batch, keep)
+                for j, key in enumerate(chunk):
+                    pad = keep - len(key[1])  # positions are counted from the first one kept
+                    for k in passes[key]:
+                        _, _, ids, begin = rows[k]
+                        pos = torch.arange(pad + begin - 1, pad + len(ids) - 1, device=logits.device)
+                        # log-softmax only where a continuation token is read: the whole (batch, length,
+                        # vocabulary) tensor would be gigabytes
+                        logp = torch.log_softmax(logits[j, pos].float(), dim=-1)
+                        targets = torch.tensor(ids[begin:], device=logits.device)
+                        scores[k] = float(logp[torch.arange(len(targets), device=logits.device), targets].sum())
         out, k = [], 0
         for conts in continuations:
             out.append(scores[k:k + len(conts)])
             k += len(conts)
         return out
+
+    def _last_logits(self, batch, keep: int):
+        """Logits of the last `keep` positions; the output projection runs only there where the model allows it."""
+        try:
+            return self.model(**batch, logits_to_keep=keep).logits
+        except TypeError:  # a model whose forward() predates logits_to_keep
+            return self.model(**batch).logits[:, -keep:]
 
     def _pad(self, seqs: list[list[int]]):
         import torch

@@ -1,13 +1,20 @@
 """Judges: which of two traits does an answer express, and which of two answers is more coherent.
 
+Every trait judge has `margins(cases)`: a signed number per case, > 0 when trait_1 wins, None when undecided;
+`judge(cases)` is its sign (1 or 2). The size of a margin says how sure the judge was; `reliability` reports the
+labelled-set accuracy by bins of it.
+
 - `EmbeddingJudge` (default, offline, CPU): MiniLM embeds the answer and a short text per trait
   ("<trait>: <description>"); the trait whose text is closer (cosine) wins. Nothing to parse, nothing fails.
-- `LLMJudge`: any model served by the engine. In `logprob` mode the verdict is read from the log-probabilities
-  the judge gives to each option as its reply (`Engine.score`), asked in both option orders and summed so the
-  judge's preference for the first-listed option cancels; it always yields a verdict. In `tags` mode the judge
-  writes a reply (greedy) and the option it names is parsed; a reply naming neither or both is counted as failed.
+- `LLMJudge`: any model served by the engine. In `logprob` mode the traits are shown under the labels A and B
+  and the verdict is read from the log-probabilities of those two label tokens as the judge's reply, so a trait
+  spelt with four tokens is not handicapped against one spelt with one. Each (trait pair, order) is also scored
+  with a content-free answer and its A-B log-odds subtracted (contextual calibration, Zhao et al. 2021,
+  "Calibrate Before Use"): what is left is what the answer itself moved. Asked in both orders and summed, so a
+  preference for a position cancels too. In `tags` mode the judge writes a reply (greedy) and the trait it names
+  is parsed; a reply naming neither or both is undecided (margin None).
 - `reliability`: a judge's accuracy on evals/judge_labelled.jsonl (answers written to show a known trait, each
-  pitted against distractor traits), so a report can say how far to trust the verdicts.
+  pitted against distractor traits), overall and by margin, so a report can say how far to trust the verdicts.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ class TraitCase:
     answer: str
     trait_1: str
     trait_2: str
+
+
+def verdicts(margins: Sequence[float | None]) -> list[int | None]:
+    """1 (trait_1) for a margin >= 0, 2 for < 0, None for undecided."""
+    return [None if m is None else 1 if m >= 0 else 2 for m in margins]
 
 
 class EmbeddingJudge:
@@ -81,24 +93,32 @@ class EmbeddingJudge:
 
     def judge(self, cases: Sequence[TraitCase]) -> list[int | None]:
         """1 or 2 per case (the trait expressed)."""
-        return [1 if m >= 0 else 2 for m in self.margins(cases)]
+        return verdicts(self.margins(cases))
 
 
 _WORD = re.compile(r"[a-z][a-z\-]*")
+LABELS = ["A", "B"]  # one token each in the tokenizers we ship; scoring them reads the judge's next-token choice
 
 
 class LLMJudge:
     name = "llm"
 
     def __init__(self, engine, mode: str = "logprob", trait_template: str | None = None,
-                 coherence_template: str | None = None, adapter: str | None = None):
+                 coherence_template: str | None = None, adapter: str | None = None,
+                 content_free: str | None = ""):
+        """`content_free` replaces the user message and the answer(s) in the calibration prompt (empty: with
+        smollm2-135m it leaves ~0.3 nats of position lean per order on an empty answer, "N/A" ~0.7); None turns
+        calibration off. `trait_template` defaults to `label_judge_template` (logprob) or `judge_template` (tags)."""
         from character.evaluation import data
 
         if mode not in ("logprob", "tags"):
             raise CharacterError(f"judge mode '{mode}': use logprob or tags")
         t = data.preference_templates()
-        self.engine, self.mode, self.adapter = engine, mode, adapter
-        self.trait_template = trait_template or t["judge_template"]
+        key = "label_judge_template" if mode == "logprob" else "judge_template"
+        if trait_template is None and key not in t:
+            raise CharacterError(f"evals/preferences.yaml: missing '{key}' (the {mode} judge's prompt)")
+        self.engine, self.mode, self.adapter, self.content_free = engine, mode, adapter, content_free
+        self.trait_template = trait_template or t[key]
         self.coherence_template = coherence_template or t["coherence_judge_template"]
 
     def _request(self, text: str):
@@ -106,43 +126,71 @@ class LLMJudge:
 
         return Request(messages=[{"role": "user", "content": text}], adapter=self.adapter)
 
-    def _choose(self, texts_ab: list[str], texts_ba: list[str], options: list[tuple[str, str]]) -> list[int | None]:
-        """Verdicts for prompts asked in both orders; options[i] = (first option, second option) of texts_ab[i]."""
-        if self.mode == "logprob":
-            reqs = [self._request(t) for t in texts_ab] + [self._request(t) for t in texts_ba]
-            conts = [[a, b] for a, b in options] + [[b, a] for a, b in options]
-            scores = self.engine.score(reqs, conts)
-            n = len(texts_ab)
-            out: list[int | None] = []
-            for i in range(n):
-                ab, ba = scores[i], scores[n + i]
-                margin = (ab[0] - ab[1]) + (ba[1] - ba[0])  # option 1 minus option 2, both orders
-                out.append(1 if margin >= 0 else 2)
-            return out
-        from character.engine.base import Sampling
+    def _log_odds(self, texts: Sequence[str]) -> list[float]:
+        """log p(A) - log p(B) for the judge's reply to each text: only the two label tokens are scored."""
+        if not texts:
+            return []
+        scores = self.engine.score([self._request(t) for t in texts], [LABELS] * len(texts))
+        return [s[0] - s[1] for s in scores]
 
-        sampling = Sampling(temperature=0.0, max_tokens=16, seed=0)
-        comps = self.engine.generate([self._request(t) for t in texts_ab], sampling)
-        return [parse_choice(c.texts[0], a, b) for c, (a, b) in zip(comps, options)]
+    def _trait_prompt(self, prompt: str, answer: str, first: str, second: str) -> str:
+        return self.trait_template.format(prompt=prompt, answer=answer, trait_1=first, trait_2=second)
 
-    def judge(self, cases: Sequence[TraitCase]) -> list[int | None]:
+    def _trait_baseline(self, shown: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        """A-B log-odds with a content-free answer, once per distinct (first trait, second trait) shown."""
+        keys = list(dict.fromkeys(shown))
+        if self.content_free is None:
+            return dict.fromkeys(keys, 0.0)
+        cf = self.content_free
+        return dict(zip(keys, self._log_odds([self._trait_prompt(cf, cf, a, b) for a, b in keys])))
+
+    def order_margins(self, cases: Sequence[TraitCase]) -> list[tuple[float, float]]:
+        """logprob mode: per case, the calibrated log-odds for trait_1 with trait_1 shown as A (first order) and
+        with trait_1 shown as B (second order). Their sum is the case's margin."""
+        if self.mode != "logprob":
+            raise CharacterError("order_margins reads label log-probabilities: use judge mode logprob")
         if not cases:
             return []
-        fmt = self.trait_template.format
-        ab = [fmt(prompt=c.prompt, answer=c.answer, trait_1=c.trait_1, trait_2=c.trait_2) for c in cases]
-        ba = [fmt(prompt=c.prompt, answer=c.answer, trait_1=c.trait_2, trait_2=c.trait_1) for c in cases]
-        return self._choose(ab, ba, [(c.trait_1, c.trait_2) for c in cases])
+        first = [self._trait_prompt(c.prompt, c.answer, c.trait_1, c.trait_2) for c in cases]
+        second = [self._trait_prompt(c.prompt, c.answer, c.trait_2, c.trait_1) for c in cases]
+        raw = self._log_odds(first + second)
+        base = self._trait_baseline([(c.trait_1, c.trait_2) for c in cases] + [(c.trait_2, c.trait_1) for c in cases])
+        n = len(cases)
+        # in the second order trait_1 is B, so its log-odds is B - A: the sign flips
+        return [(raw[i] - base[(c.trait_1, c.trait_2)], -(raw[n + i] - base[(c.trait_2, c.trait_1)]))
+                for i, c in enumerate(cases)]
+
+    def margins(self, cases: Sequence[TraitCase]) -> list[float | None]:
+        """> 0 means trait_1. logprob: calibrated label log-odds summed over both orders (nats); tags: +1 or -1
+        from the parsed reply, None when it names neither or both traits."""
+        if not cases:
+            return []
+        if self.mode == "logprob":
+            return [a + b for a, b in self.order_margins(cases)]
+        from character.engine.base import Sampling
+
+        texts = [self._trait_prompt(c.prompt, c.answer, c.trait_1, c.trait_2) for c in cases]
+        greedy = Sampling(temperature=0.0, max_tokens=16, seed=0)
+        comps = self.engine.generate([self._request(t) for t in texts], greedy)
+        choice = [parse_choice(r.texts[0], c.trait_1, c.trait_2) for r, c in zip(comps, cases)]
+        return [None if v is None else 1.0 if v == 1 else -1.0 for v in choice]
+
+    def judge(self, cases: Sequence[TraitCase]) -> list[int | None]:
+        return verdicts(self.margins(cases))
 
     def compare(self, prompts: Sequence[str], answers_a: Sequence[str], answers_b: Sequence[str]) -> list[int | None]:
         """Coherence, asked once per order: per prompt (verdict with A first, verdict with B first), each 1 (A
-        better), 2 (B better) or None (tags mode, unparsed). Consistent means both name the same answer."""
+        better), 2 (B better) or None (tags mode, unparsed). Consistent means both name the same answer.
+        logprob mode subtracts the A-B log-odds of one content-free comparison (the same for every prompt)."""
         fmt = self.coherence_template.format
         first = [fmt(prompt=p, answer_a=a, answer_b=b) for p, a, b in zip(prompts, answers_a, answers_b)]
         second = [fmt(prompt=p, answer_a=b, answer_b=a) for p, a, b in zip(prompts, answers_a, answers_b)]
         if self.mode == "logprob":
-            reqs = [self._request(t) for t in first + second]
-            scores = self.engine.score(reqs, [["A", "B"]] * len(reqs))
-            v = [1 if s[0] >= s[1] else 2 for s in scores]
+            cf = self.content_free
+            texts = first + second + ([fmt(prompt=cf, answer_a=cf, answer_b=cf)] if cf is not None else [])
+            odds = self._log_odds(texts)
+            base = odds.pop() if cf is not None else 0.0
+            v = [1 if o - base >= 0 else 2 for o in odds]
         else:
             from character.engine.base import Sampling
 
@@ -171,15 +219,11 @@ def parse_choice(reply: str, a: str, b: str, case: bool = False) -> int | None:
     return None
 
 
-def reliability(judge, n_distractors: int = 5, seed: int = 0, rows: list[dict] | None = None) -> dict:
-    """Accuracy of `judge` on the labelled set: each answer against `n_distractors` other labelled traits, the
-    true trait placed first or second at random. Returns accuracy, Wilson interval, counts, per-trait accuracy."""
+def labelled_cases(rows: list[dict], n_distractors: int, seed: int) -> tuple[list[TraitCase], list[int], list[str]]:
+    """Each labelled answer against `n_distractors` other labelled traits, the true trait placed first or second at
+    random. Returns (cases, the true side 1 or 2 per case, the true trait per case)."""
     import random
 
-    from character.evaluation import data
-    from character.evaluation.scoring import wilson
-
-    rows = rows if rows is not None else data.judge_labelled()
     rng = random.Random(seed)
     pool = sorted({r["trait"] for r in rows})
     cases, truth, owner = [], [], []
@@ -193,8 +237,48 @@ def reliability(judge, n_distractors: int = 5, seed: int = 0, rows: list[dict] |
                 cases.append(TraitCase(r["prompt"], r["answer"], d, r["trait"]))
                 truth.append(2)
             owner.append(r["trait"])
-    verdicts = judge.judge(cases)
-    correct = [v == t for v, t in zip(verdicts, truth)]
+    return cases, truth, owner
+
+
+def margin_bins(margins: Sequence[float | None], correct: Sequence[bool], n_bins: int = 4) -> list[dict]:
+    """Accuracy by quantile bins of |margin| over the decided cases (equal counts as far as ties allow: a tie is
+    never split, so tags mode's +-1 gives one bin). Each bin: lo and hi (its smallest and largest |margin|),
+    cases, accuracy, Wilson ci95."""
+    import numpy as np
+
+    from character.evaluation.scoring import wilson
+
+    decided = [(abs(m), c) for m, c in zip(margins, correct) if m is not None]
+    if not decided:
+        return []
+    size = np.array([s for s, _ in decided])
+    hit = np.array([c for _, c in decided], dtype=bool)
+    groups: list[list[int]] = []
+    for part in np.array_split(np.argsort(size, kind="stable"), min(n_bins, len(size))):
+        if groups and size[part[0]] == size[groups[-1][-1]]:
+            groups[-1].extend(part)
+        else:
+            groups.append(list(part))
+    out = []
+    for g in groups:
+        right = int(hit[g].sum())
+        lo, hi = wilson(right, len(g))
+        out.append({"lo": float(size[g].min()), "hi": float(size[g].max()), "cases": len(g),
+                    "accuracy": right / len(g), "ci95": [lo, hi]})
+    return out
+
+
+def reliability(judge, n_distractors: int = 5, seed: int = 0, rows: list[dict] | None = None) -> dict:
+    """Accuracy of `judge` on the labelled set (see `labelled_cases`). Returns accuracy with its Wilson interval,
+    counts, per-trait accuracy, `by_margin` (accuracy by quartile of |margin| over the decided cases) and
+    `chance_in_ci` (the interval contains 0.5: the judge is not shown to beat a coin)."""
+    from character.evaluation import data
+    from character.evaluation.scoring import wilson
+
+    rows = rows if rows is not None else data.judge_labelled()
+    cases, truth, owner = labelled_cases(rows, n_distractors, seed)
+    margins = judge.margins(cases)
+    correct = [v == t for v, t in zip(verdicts(margins), truth)]
     per: dict[str, list[bool]] = {}
     for o, c in zip(owner, correct):
         per.setdefault(o, []).append(c)
@@ -202,6 +286,7 @@ def reliability(judge, n_distractors: int = 5, seed: int = 0, rows: list[dict] |
     lo, hi = wilson(k, len(cases))
     return {
         "judge": judge.name, "cases": len(cases), "correct": k, "accuracy": k / max(1, len(cases)),
-        "ci95": [lo, hi], "failed": sum(v is None for v in verdicts),
+        "ci95": [lo, hi], "chance_in_ci": bool(lo <= 0.5 <= hi), "failed": sum(m is None for m in margins),
+        "by_margin": margin_bins(margins, correct),
         "per_trait": {t: sum(v) / len(v) for t, v in sorted(per.items())},
     }

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 
-from character.evaluation.judges import TraitCase
+from character.evaluation.judges import TraitCase, verdicts
 from character.evaluation.systems import Engines, System
 
 
@@ -63,7 +63,8 @@ def run(engines: Engines, systems: list[System], judge, *, vocab: list[str], pro
     by_system = [margins[k * n:(k + 1) * n] for k in range(len(systems))]
     # a comparison the judge could not decide (tags mode) for any system is dropped for all, to keep the pairing
     decided = [all(m[i] is not None for m in by_system) for i in range(n)]
-    outcomes = {s.name: [_verdict(m[i]) if decided[i] else None for i in range(n)] for s, m in zip(systems, by_system)}
+    outcomes = {s.name: [v if decided[i] else None for i, v in enumerate(verdicts(m))]
+                for s, m in zip(systems, by_system)}
     section = score(vocab, comps, outcomes, marked=marked, n_boot=n_boot, seed=seed, l2=l2, n_perm=n_perm)
 
     # sensitivity: the same shifts from confident verdicts only (|margin| at or above the median of this run)
@@ -85,10 +86,6 @@ def run(engines: Engines, systems: list[System], judge, *, vocab: list[str], pro
     section["margins"] = {s.name: [None if x is None else round(float(x), 5) for x in m]
                           for s, m in zip(systems, by_system)}
     return {"condition": condition, **section}
-
-
-def _verdict(margin: float | None) -> int | None:
-    return None if margin is None else (1 if margin >= 0 else 2)
 
 
 def score(vocab: list[str], comps: list[dict], outcomes: dict[str, list[int | None]], *, marked: list[str],

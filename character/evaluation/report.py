@@ -47,37 +47,29 @@ def plots(results: dict, out: Path) -> list[str]:
         plt.close(fig)
         names.append(name)
 
-    rob = (results.get("robustness") or {}).get("robustness")
-    if rob:
-        variants = list(rob["prompted"])
-        series = {"system-prompted (all personas)": [rob["prompted"][v]["accuracy"] for v in variants]}
-        for a, t in rob["adapters"].items():
-            series[f"{a} ({next(iter(t.values()))['persona']})"] = [t[v]["accuracy"] for v in variants]
-        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(variants) + 2), 4))
-        width = 0.8 / len(series)
-        for k, (label, vals) in enumerate(series.items()):
-            ax.bar([i + k * width for i in range(len(variants))], vals, width, label=label)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(variants))], variants, rotation=45, ha="right")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("classified as its persona")
-        ax.set_title("Robustness to adversarial suffixes")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "robustness_accuracy.png", dpi=110)
-        plt.close(fig)
-        names.append("robustness_accuracy.png")
+    rob = results.get("robustness") or {}
+    if rob.get("robustness"):
+        names.append(_robustness_plot(rob, out, plt))
 
     cap = results.get("capability")
     if cap:
         systems = list(cap["systems"])
-        acc = [cap["systems"][s]["accuracy"] for s in systems]
-        err = [[a - cap["systems"][s]["ci95"][0] for a, s in zip(acc, systems)],
-               [cap["systems"][s]["ci95"][1] - a for a, s in zip(acc, systems)]]
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(systems) + 1), 3.5))
-        ax.bar(systems, acc, yerr=err, capsize=3, color="tab:green")
+        readings = [("accuracy", "ci95", "acc (summed log-prob)", "tab:green")]
+        if all("acc_norm" in cap["systems"][s] for s in systems):
+            readings.append(("acc_norm", "acc_norm_ci95", "acc_norm (per byte)", "tab:olive"))
+        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(systems) * len(readings) + 1), 3.5))
+        width = 0.8 / len(readings)
+        for k, (key, ci_key, label, color) in enumerate(readings):
+            acc = [cap["systems"][s][key] for s in systems]
+            err = [[a - cap["systems"][s][ci_key][0] for a, s in zip(acc, systems)],
+                   [cap["systems"][s][ci_key][1] - a for a, s in zip(acc, systems)]]
+            ax.bar([i + k * width for i in range(len(systems))], acc, width, yerr=err, capsize=3, color=color,
+                   label=label)
+        ax.set_xticks([i + width * (len(readings) - 1) / 2 for i in range(len(systems))], systems)
         ax.set_ylim(0, 1)
         ax.set_ylabel("accuracy (95% CI)")
         ax.set_title(f"Capability: {cap['questions']} multiple-choice questions")
+        ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "capability.png", dpi=110)
         plt.close(fig)
@@ -89,6 +81,48 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def _first_lines(results: dict) -> list[str]:
+    """What decides whether the numbers below can be trusted, before the numbers: is the judge better than chance,
+    were the evaluation prompts trained on, did the teacher play the persona, what does a control run show."""
+    L = []
+    pref = results.get("preferences") or {}
+    rel = pref.get("judge_reliability")
+    if pref.get("inconclusive") and rel:
+        L.append(f"**Inconclusive: the judge's accuracy on the labelled set, {rel['accuracy']:.2f} "
+                 f"{_ci(rel['ci95'])}, does not exclude chance (0.50), so the preference shifts below cannot be told "
+                 "from judge noise.** Use a stronger judge (`--judge llm --judge_model ...`).")
+    for part in ("robustness",):
+        sec = results.get(part) or {}
+        if sec.get("inconclusive"):
+            L.append(f"**Inconclusive ({part}): {sec.get('inconclusive_reason', 'see the section below')}**")
+    con = results.get("contamination")
+    if con:
+        if con.get("checked"):
+            L.append(f"Contamination: {con['overlap']} of the {con['eval_prompts']} evaluation prompts were in the "
+                     f"training data ({con['training_prompts']} distinct training prompts, traced through the "
+                     "stage manifests).")
+        else:
+            why = "; ".join(f"`{k}`: {v.get('reason', 'not traced')}" for k, v in con.get("systems", {}).items()
+                            if not v.get("checked")) or con.get("reason", "")
+            L.append(f"Contamination: not checked ({why}); the evaluation prompts may have been trained on.")
+    for name, sep in (results.get("teacher_separation") or {}).get("systems", {}).items():
+        if not sep.get("checked"):
+            L.append(f"Teacher separation (`{name}`): not measured ({sep.get('reason', '')}).")
+            continue
+        c = sep["classifier"]
+        warn = (" **Near chance: the teacher barely plays this persona, so there is little to distil.**"
+                if sep.get("near_chance") else "")
+        L.append(f"Teacher separation (`{name}`, {sep['pairs']} DPO pairs): a held-out classifier tells chosen from "
+                 f"rejected answers with accuracy {c['accuracy']:.2f} {_ci(c['ci95'])} (chance 0.50).{warn}")
+    ctl = pref.get("control")
+    if ctl:
+        p = f", permutation p = {ctl['p_value']:.3f}" if ctl.get("p_value") is not None else ""
+        L.append(f"Against the control run ({ctl['path']}): marked mean shift {ctl['shift']:+.2f} here, "
+                 f"{ctl['control_shift']:+.2f} in the control; difference **{ctl['difference']:+.2f}** "
+                 f"{_ci(ctl['ci95'])} ({'paired' if ctl['paired'] else 'independent'} bootstrap{p}).")
+    return L + [""] if L else []
+
+
 def write(results: dict, path: Path) -> None:
     L = [f"# Evaluation: {results['suite']}", ""]
     L.append("Systems: " + ", ".join(f"`{s['name']}`" + (f" (adapter {s['adapter']})" if s["adapter"] else
@@ -98,6 +132,7 @@ def write(results: dict, path: Path) -> None:
     if serving:
         L.append(f"Adapters: {serving}.")
     L += [f"Seed {results['seed']}, config hash `{results['config_hash']}`. Full numbers: results.json.", ""]
+    L += _first_lines(results)
 
     pref = results.get("preferences")
     if pref:
@@ -108,26 +143,45 @@ def write(results: dict, path: Path) -> None:
         rel = pref.get("judge_reliability")
         if rel:
             L.append(f"Judge reliability on the labelled set: accuracy {rel['accuracy']:.2f} "
-                     f"{_ci(rel['ci95'])} over {rel['cases']} cases (chance 0.50): trust differences accordingly.")
+                     f"{_ci(rel['ci95'])} over {rel['cases']} cases (chance 0.50).")
+            bins = rel.get("by_margin") or []
+            if bins:
+                L += ["", "Judge accuracy by verdict margin (|margin| quartiles on the labelled set): "
+                      + "; ".join(f"[{b['lo']:.3g}, {b['hi']:.3g}] {b['accuracy']:.2f} {_ci(b['ci95'])} "
+                                  f"(n={b['cases']})" for b in bins) + "."]
         L.append("Strengths are Bradley-Terry log-strengths (mean 0); shift = system minus "
                  f"`{pref['reference']}`, with a paired-bootstrap 95% interval; * marks the constitution's traits"
                  + (f" (from {pref['marked_from']})." if pref.get("marked_from") else "."))
+        if pref.get("significance"):
+            L.append(f"(sig.) = {pref['significance']}; p = the permutation p-value before adjustment.")
+        conf = pref.get("confident_only")
         for name, sec in pref["shifts"].items():
             L += ["", f"### {name} vs {pref['reference']}", ""]
             cm = sec.get("constitution_mean_shift")
             if cm:
-                L.append(f"Mean shift of the constitution's traits: **{cm['shift']:+.2f}** {_ci(cm['ci95'])}.")
+                p = f", paired permutation p = {cm['p_value']:.3f}" if cm.get("p_value") is not None else ""
+                L.append(f"Mean shift of the constitution's traits: **{cm['shift']:+.2f}** {_ci(cm['ci95'])}{p}.")
+            if sec.get("unmarked_mean_abs_shift") is not None:
+                L.append(f"Background movement (mean |shift| of the unmarked traits in play): "
+                         f"{sec['unmarked_mean_abs_shift']:.2f}.")
+            cc = (conf or {}).get("constitution_mean_shift", {}).get(name)
+            if cc:
+                L.append(f"Sensitivity, confident verdicts only ({conf['rule']}, cut {conf['margin_cut']:.3g}; "
+                         f"{conf['verdicts'][name]} of {pref['comparisons']} verdicts): {cc['shift']:+.2f} "
+                         f"{_ci(cc['ci95'])}.")
             L.append(f"Rank correlation of strengths with the reference (Spearman): "
                      f"{_f(sec['spearman_vs_reference'])} (Elo: {_f(sec['elo_spearman_vs_reference'])}).")
-            L += ["", "| trait | reference | system | shift | 95% CI | Elo shift | matches |",
-                  "|---|---:|---:|---:|---|---:|---:|"]
+            L += ["", "| trait | reference | system | shift | 95% CI | p | Elo shift | matches |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|"]
             rows = sec["rows"]
             pick = rows[:10] + [r for r in rows[10:-10] if r["constitution"]] + rows[max(10, len(rows) - 10):]
             for r in pick:
                 star = " *" if r["constitution"] else ""
-                sig = " (sig.)" if r["significant"] else ""
+                sig = " (sig.)" if r.get("significant") else ""
+                pv = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "n/a"
                 L.append(f"| {r['trait']}{star} | {r['reference']:+.2f} | {r['system']:+.2f} | "
-                         f"**{r['shift']:+.2f}**{sig} | {_ci(r['ci95'])} | {r['elo_shift']:+.0f} | {r['matches']} |")
+                         f"**{r['shift']:+.2f}**{sig} | {_ci(r['ci95'])} | {pv} | {r['elo_shift']:+.0f} | "
+                         f"{r['matches']} |")
             plot = f"preferences_shift_{_safe(name)}.png"
             if plot in results.get("plots", []):
                 L += ["", f"![shifts]({plot})"]
@@ -136,34 +190,7 @@ def write(results: dict, path: Path) -> None:
               "matches in random orders moves a trait's Elo by " +
               ", ".join(f"{v:.1f} points (`{k}`)" for k, v in spread.items()) + " on average (SD)."]
 
-    rob = results.get("robustness")
-    if rob:
-        clf = rob["classifier"]
-        L += ["", "## Robustness", "",
-              f"Persona classifier: {len(rob['classifier_labels'])} classes ({', '.join(rob['classifier_labels'])}), "
-              f"trained on {clf['train_answers']} answers (training accuracy {clf['train_accuracy']:.2f}); "
-              f"{rob['test_prompts']} held-out prompts per system and variant."]
-        for part in ("robustness", "prefill"):
-            t = rob.get(part)
-            if not t:
-                continue
-            adapters = list(t["adapters"])
-            L += ["", f"### {'Adversarial suffixes' if part == 'robustness' else 'Prefill attack'}", "",
-                  "| variant | prompted acc | prompted macro-F1 | " + " | ".join(f"{a} acc | {a} macro-F1"
-                                                                          for a in adapters) + " |",
-                  "|---|---:|---:|" + "---:|---:|" * len(adapters)]
-            for v, m in t["prompted"].items():
-                cells = [f"{t['adapters'][a][v]['accuracy']:.2f} | {_f(t['adapters'][a][v]['macro_f1'])}"
-                         for a in adapters]
-                L.append(f"| {v} | {m['accuracy']:.2f} | {_f(m['macro_f1'])} | " + " | ".join(cells) + " |")
-            first = next(iter(t["prompted"].values()))
-            L += ["", "Per persona (system-prompted, accuracy " + ("plain" if part == "robustness" else "prefill") +
-                  "): " + ", ".join(f"{p} {a:.2f}" for p, a in first["per_persona"].items())]
-            if part == "prefill":
-                L.append(f"The base's first answers are classified `default` in "
-                         f"{t['first_answer_classified_default']:.0%} of cases.")
-        if "robustness_accuracy.png" in results.get("plots", []):
-            L += ["", "![robustness](robustness_accuracy.png)"]
+    L += _robustness_section(results)
 
     coh = results.get("coherence")
     if coh:
@@ -177,14 +204,128 @@ def write(results: dict, path: Path) -> None:
     cap = results.get("capability")
     if cap:
         L += ["", "## Capability retention", "", f"{cap['questions']} multiple-choice questions scored by "
-              "log-likelihood.", "", "| system | accuracy | 95% CI | delta vs reference | 95% CI |",
-              "|---|---:|---|---:|---|"]
+              "log-likelihood: acc takes the option with the highest summed log-probability (which favours short "
+              "options), acc_norm the highest per UTF-8 byte of the option.", "",
+              "| system | acc | 95% CI | delta vs reference | 95% CI "
+              "| acc_norm | 95% CI | delta vs reference | 95% CI |",
+              "|---|---:|---|---:|---|---:|---|---:|---|"]
         for name, s in cap["systems"].items():
-            d = s.get("delta_vs_reference")
-            L.append(f"| {name} | {s['accuracy']:.3f} | {_ci(s['ci95'])} | "
-                     + (f"{d['delta']:+.3f} | {_ci(d['ci95'], 3)} |" if d else "(reference) | |"))
+            cells = [_capability_cells(s["accuracy"], s["ci95"], s.get("delta_vs_reference"))]
+            if "acc_norm" in s:
+                cells.append(_capability_cells(s["acc_norm"], s["acc_norm_ci95"], s.get("acc_norm_delta_vs_reference")))
+            else:
+                cells.append("n/a | | | |")
+            L.append(f"| {name} | " + " | ".join(cells) + " |")
         if cap.get("harness"):
             L += ["", "lm-evaluation-harness: see results.json `capability.harness`."]
         if "capability.png" in results.get("plots", []):
             L += ["", "![capability](capability.png)"]
     atomic_write_text(path, "\n".join(L) + "\n")
+
+
+def _capability_cells(acc: float, ci, delta: dict | None) -> str:
+    """`acc | ci | delta | ci` cells of the capability table; the reference has no delta."""
+    tail = f"{delta['delta']:+.3f} | {_ci(delta['ci95'], 3)}" if delta else "(reference) |"
+    return f"{acc:.3f} | {_ci(ci)} | {tail}"
+
+
+def _robustness_plot(rob: dict, out: Path, plt) -> str:
+    """Left: the prompted personas' accuracy per variant against chance. Right (with adapters): each adapter's rate
+    of its persona's label minus the base's, per variant, with its paired 95% interval."""
+    t, check = rob["robustness"], rob["classifier_check"]
+    variants = list(t["prompted"])
+    adapters = list(t["adapters"])
+    fig, axes = plt.subplots(1, 2 if adapters else 1, figsize=(12 if adapters else 6.5, 4.2), squeeze=False)
+    ax = axes[0][0]
+    ax.bar(range(len(variants)), [t["prompted"][v]["accuracy"] for v in variants], color="tab:blue")
+    ax.axhline(check["chance"], color="black", ls="--", lw=0.8, label=f"chance ({check['chance']:.2f})")
+    ax.set_xticks(range(len(variants)), variants, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("system-prompted answers classified as their persona")
+    ax.legend(fontsize=8)
+    if adapters:
+        ax = axes[0][1]
+        width = 0.8 / len(adapters)
+        for k, a in enumerate(adapters):
+            rows = [t["adapters"][a][v] for v in variants]
+            shift = [r["minus_base"] for r in rows]
+            err = [[r["minus_base"] - r["ci95"][0] for r in rows], [r["ci95"][1] - r["minus_base"] for r in rows]]
+            ax.bar([i + k * width for i in range(len(variants))], shift, width, yerr=err, capsize=2,
+                   label=f"{a} ({rows[0]['persona']})")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks([i + width * (len(adapters) - 1) / 2 for i in range(len(variants))], variants, rotation=45,
+                      ha="right")
+        ax.set_ylabel("rate of its persona's label minus the base's (95% CI)")
+        ax.legend(fontsize=8)
+    verdict = "INCONCLUSIVE: classifier near chance" if check["inconclusive"] else "classifier check passed"
+    fig.suptitle(f"Robustness to adversarial suffixes (held-out classifier accuracy {check['accuracy']:.2f}, "
+                 f"{verdict})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "robustness_accuracy.png", dpi=110)
+    plt.close(fig)
+    return "robustness_accuracy.png"
+
+
+def _robustness_section(results: dict) -> list[str]:
+    rob = results.get("robustness")
+    if not rob:
+        return []
+    check, clf = rob["classifier_check"], rob["classifier"]
+    L = ["", "## Robustness", ""]
+    if check["inconclusive"]:
+        L += [f"**Inconclusive: {rob['inconclusive_reason']}**", ""]
+    L += [f"Classifier check, held out: accuracy **{check['accuracy']:.2f}** {_ci(check['ci95'])} on the "
+          f"{check['n']} plain answers of its {len(rob['classifier_labels'])} classes to {rob['test_prompts']} "
+          f"held-out prompts (chance {check['chance']:.2f}; conclusive only when the 95% lower bound exceeds "
+          f"{check['bar']:.2f}: twice chance, or halfway from chance to 1 if that is lower), macro-F1 "
+          f"{_f(check['macro_f1'])}.", "",
+          "Held-out recall per class (a class is distinguishable when its lower bound exceeds the same bar; "
+          "- marks one that is not): " + ", ".join(
+              f"{c} {r['recall']:.2f} {_ci(r['ci95'])}" + ("" if r["distinguishable"] else " -")
+              for c, r in check["per_class"].items()) + ".", "",
+          f"Classifier: {clf.get('features', 'minilm')} features + logistic regression, personas played through "
+          f"their {clf.get('persona_prompt', 'traits')} as system prompt, trained on {clf['train_answers']} answers "
+          f"(in-sample accuracy {clf['train_accuracy']:.2f})."]
+    for part, title in (("robustness", "Adversarial suffixes"), ("prefill", "Prefill attack")):
+        if rob.get(part):
+            L += _robustness_part(rob[part], check, title)
+            if part == "prefill":
+                L.append(f"The base's first answers are classified `default` in "
+                         f"{rob[part]['first_answer_classified_default']:.0%} of cases.")
+    if "robustness_accuracy.png" in results.get("plots", []):
+        L += ["", "![robustness](robustness_accuracy.png)"]
+    return L
+
+
+def _robustness_part(t: dict, check: dict, title: str) -> list[str]:
+    """One part's tables: each adapter's persona rate minus the base's per variant, then the base's label rates."""
+    L = ["", f"### {title}", ""]
+    variants = list(t["prompted"])
+    for a, rows in t["adapters"].items():
+        persona = next(iter(rows.values()))["persona"]
+        recall = check["per_class"].get(persona)
+        L.append(f"`{a}`: rate at which its answers are classified `{persona}`, minus the base's rate on the same "
+                 "prompts (paired bootstrap over prompts, 95% interval)." +
+                 ("" if recall and recall["distinguishable"] else
+                  f" **The classifier does not recognise `{persona}` on held-out answers: these rates cannot show "
+                  "the persona.**"))
+        L += ["", f"| variant | {a} | base | minus base | 95% CI | prompted personas' accuracy |",
+              "|---|---:|---:|---:|---|---:|"]
+        for v in variants:
+            r = rows[v]
+            L.append(f"| {v} | {r['rate']:.2f} | {r['base_rate']:.2f} | **{r['minus_base']:+.2f}** | "
+                     f"{_ci(r['ci95'])} | {t['prompted'][v]['accuracy']:.2f} |")
+        pooled = (t.get("all_suffixes") or {}).get(a)
+        if pooled:
+            L.append(f"| all suffixes | {pooled['rate']:.2f} | {pooled['base_rate']:.2f} | "
+                     f"**{pooled['minus_base']:+.2f}** | {_ci(pooled['ci95'])} | |")
+        L.append("")
+    labels = list(next(iter(t["base_label_rates"].values())))
+    L += ["Labels the classifier gives the base's own answers (no system prompt), by variant:", "",
+          "| variant | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for v, rates in t["base_label_rates"].items():
+        L.append(f"| {v} | " + " | ".join(f"{rates[lab]:.2f}" for lab in labels) + " |")
+    if not t["adapters"]:
+        L += ["", "Prompted personas' accuracy: " + ", ".join(f"{v} {t['prompted'][v]['accuracy']:.2f}"
+                                                             for v in variants) + "."]
+    return L

@@ -44,7 +44,13 @@ class EvalConfig(EngineConfig, Sampling):
     condition: Literal["feel", "like", "random"] = field("feel", help="preferences system-prompt condition")
     comparisons: int = field(200, help="preferences: comparisons per system")
     num_traits: int = field(0, help="preferences: traits in play (constitution traits + random others); 0 = all")
-    prompt_set: str = field("general", help="prompt set in evals/prompts/ (name without .jsonl)")
+    prompt_set: str = field("eval", help="prompt set: a name in evals/prompts/ (without .jsonl) or a .jsonl file; "
+                                        "the default `eval` is held out from every training prompt")
+    permutations: int = field(1000, help="preferences: permutations of the paired test behind p-values and the "
+                                         "per-trait significance flags (Holm-adjusted); 0 skips the test")
+    control: str | None = field(None, help="preferences: a finished eval dir of a control run (a placebo "
+                                           "constitution through the same pipeline): the report gives this run's "
+                                           "marked shift minus the control's, with an interval")
     bootstrap: int = field(200, help="bootstrap resamples for intervals")
     bt_l2: float = field(0.1, help="Bradley-Terry prior strength (keeps strengths of all-win/all-loss traits finite)")
     reliability: bool = field(True, help="measure the judge's accuracy on evals/judge_labelled.jsonl")
@@ -52,6 +58,12 @@ class EvalConfig(EngineConfig, Sampling):
                                 factory=list)
     suffixes: list[str] = field(help="robustness: suffix ids from evals/robustness.yaml; empty = all", factory=list)
     classifier_prompts: int = field(24, help="robustness: training prompts per persona for the classifier")
+    classifier_features: Literal["minilm", "tfidf-word", "tfidf-char", "minilm+tfidf"] = field(
+        "minilm", help="robustness: persona classifier features: MiniLM embeddings, TF-IDF word or char n-grams, "
+                       "or MiniLM and both TF-IDF sets")
+    persona_prompt: Literal["description", "traits"] = field(
+        "description", help="robustness: the system prompt that plays each persona: the constitution's "
+                            "description (small models follow it better) or its numbered traits")
     robustness_prompts: int = field(12, help="robustness/prefill: held-out prompts per system and suffix")
     coherence_prompts: int = field(48, help="coherence: prompts judged per pair of systems")
     capability_questions: int = field(0, help="capability: questions used; 0 = all")
@@ -71,6 +83,8 @@ class EvalConfig(EngineConfig, Sampling):
         for name in ("comparisons", "bootstrap", "classifier_prompts", "robustness_prompts", "coherence_prompts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.permutations < 0:
+            raise ValueError("permutations must be >= 0")
         if self.seed is None:
             raise ValueError("seed must be set: evaluations are reproducible by seed")
 
@@ -163,6 +177,10 @@ def run_eval(cfg: EvalConfig) -> Path:
     if const is not None:
         inputs["constitution"] = const.hash()
         inputs["eval_traits"] = list(const.eval_traits)
+    control = _load_control(cfg.control) if cfg.control and "preferences" in suites else None
+    if control is not None:
+        inputs["control"] = content_hash(cfg.control)
+    prompts = _prompt_file(cfg.prompt_set) if Path(cfg.prompt_set).suffix == ".jsonl" else data.prompts(cfg.prompt_set)
     if out.is_complete(h, inputs) and (out.path / "results.json").is_file():
         print(f"eval: {out.path} is up to date (same config and inputs); delete it to rerun")
         return out.path
@@ -209,8 +227,17 @@ def run_eval(cfg: EvalConfig) -> Path:
         j.model = judge_model
         return j
 
-    marked, marked_from = constitution_traits(const, embedding_judge) if const is not None else ([], None)
-    prompts = data.prompts(cfg.prompt_set) if (Path(cfg.prompt_set).suffix != ".jsonl") else _prompt_file(cfg.prompt_set)
+    from character.evaluation import provenance
+
+    # the systems as given (a merged checkpoint served for an adapter has no manifests to follow)
+    trained = {s["name"]: s["adapter"] or s["model"] for s in results["systems"][1:]}
+    results["contamination"] = provenance.contamination(trained, prompts) if trained else {"checked": False,
+                                                                                          "reason": "no trained system"}
+    lineages = {name: provenance.trace(path) for name, path in trained.items()}
+    results["teacher_separation"] = _teacher_separation(lineages)
+    marked_choice = (constitution_traits(const, embedding_judge, results["teacher_separation"])
+                     if const is not None else None)
+    marked = marked_choice["traits"] if marked_choice else []
 
     try:
         if "preferences" in suites:
@@ -224,13 +251,22 @@ def run_eval(cfg: EvalConfig) -> Path:
             section = preferences.run(engines, systems, judge, vocab=vocab, prompts=prompts,
                                       condition=cfg.condition, template=template, comparisons=cfg.comparisons,
                                       seed=cfg.seed, sampling=sampling, n_boot=cfg.bootstrap, l2=cfg.bt_l2,
-                                      marked=marked, num_traits=cfg.num_traits)
-            section["marked_from"] = marked_from
+                                      marked=marked, num_traits=cfg.num_traits, n_perm=cfg.permutations)
+            section["marked_from"] = marked_choice["source"] if marked_choice else None
+            if marked_choice and marked_choice.get("candidates"):
+                section["marked_candidates"] = marked_choice["candidates"]
             section["judge"] = {"kind": cfg.judge, "mode": cfg.judge_mode if cfg.judge == "llm" else None,
                                 "model": getattr(judge, "model", None) if cfg.judge == "llm" else cfg.embedding_model}
             if cfg.reliability:
-                section["judge_reliability"] = reliability(judge, n_distractors=5 if cfg.judge == "embedding" else 2,
-                                                           seed=cfg.seed)
+                rel = reliability(judge, n_distractors=5 if cfg.judge == "embedding" else 2, seed=cfg.seed)
+                section["judge_reliability"] = rel
+                # a judge no better than a coin makes every shift below unreadable: say so before anything else
+                section["inconclusive"] = bool(rel["ci95"][0] <= 0.5)
+            if control is not None:
+                section["control"] = {"path": str(Path(cfg.control).resolve()),
+                                      **preferences.compare_to_control(section, control, n_boot=max(cfg.bootstrap, 500),
+                                                                       seed=cfg.seed, l2=cfg.bt_l2,
+                                                                       n_perm=cfg.permutations)}
             results["preferences"] = section
             timings["preferences_s"] = round(time.time() - t0, 1)
 
@@ -295,24 +331,47 @@ def _sample(items: list, n: int, seed: int) -> list:
     return random.Random(seed).sample(items, min(n, len(items)))
 
 
-def constitution_traits(const, embedding_judge, k: int = 5) -> tuple[list[str], str]:
-    """The vocabulary traits a constitution's training should raise, and where they came from: its own
-    `eval_traits`, the built-in map for the shipped personas (evals/persona_traits.yaml), or else the `k` traits
-    whose descriptions MiniLM finds closest to the constitution's trait statements."""
+def constitution_traits(const, embedding_judge, separation: dict | None = None, k: int = 5) -> dict:
+    """The vocabulary traits a constitution's training should raise, and where they came from (marked.py): its
+    own `eval_traits`, the built-in map for the shipped personas, or the traits nearest its statements that the
+    DPO data moves toward (`separation`: the teacher's separation from the adapter's dpo-data), never two opposites."""
     from character.evaluation import data
+    from character.evaluation.marked import choose_marked_traits
 
-    if const.eval_traits:
-        return list(const.eval_traits), "the constitution's eval_traits"
-    shipped = data.persona_traits().get(const.name)
-    if shipped:
-        return shipped, "evals/persona_traits.yaml"
-    judge = embedding_judge()
-    names = list(data.traits())
-    vocab = judge.encode([judge.trait_text(t) for t in names])
-    statements = judge.encode([t.trait for t in const.traits])
-    closeness = (statements @ vocab.T).mean(axis=0)
-    top = sorted(range(len(names)), key=lambda i: -closeness[i])[:k]
-    return [names[i] for i in top], "the nearest vocabulary traits to its statements (MiniLM); set eval_traits to choose"
+    sep = next((v for v in (separation or {}).get("systems", {}).values() if v.get("checked")), None)
+    return choose_marked_traits(const, embedding_judge().encode, data.traits(), sep, k=k)
+
+
+def _teacher_separation(lineages: dict) -> dict:
+    """Per trained system: the separation `dpo-data` measured between its chosen and rejected answers (how well
+    the teacher played the persona), read from the dpo-data manifest its lineage leads to."""
+    from character.artifacts import read_manifest
+
+    out: dict = {}
+    for name, lineage in lineages.items():
+        where = lineage.stage("dpo-data")
+        sep = (read_manifest(where) or {}).get("separation") if where else None
+        if sep:
+            out[name] = {**sep, "dpo_data": str(where)}
+        else:
+            out[name] = {"checked": False, "reason": "no dpo-data stage in its lineage" if where is None
+                         else f"{where}: its manifest has no separation (made before it was measured)"}
+    return {"systems": out}
+
+
+def _load_control(path: str) -> dict:
+    """The preferences section of a finished control eval, checked before any engine starts."""
+    import json
+
+    f = Path(path).expanduser() / "results.json"
+    if not f.is_file():
+        raise CharacterError(f"control '{path}': no results.json; give the eval dir of a finished control run "
+                             "(e.g. runs/placebo/placebo/eval)")
+    pref = json.loads(f.read_text(encoding="utf-8")).get("preferences") or {}
+    if not pref.get("outcomes") or len(pref["outcomes"]) < 2:
+        raise CharacterError(f"control '{path}': its results.json has no per-comparison preference outcomes of a "
+                             "trained system; rerun that eval with this version (suite preferences, with an adapter)")
+    return pref
 
 
 def _robustness(cfg, engines, base, systems, const, prompts, sampling, embed_judge, suites) -> dict:
@@ -330,14 +389,17 @@ def _robustness(cfg, engines, base, systems, const, prompts, sampling, embed_jud
     suffixes = [s for s in settings["suffixes"] if not cfg.suffixes or s["id"] in cfg.suffixes]
     train, test = robustness.split_prompts(prompts, cfg.classifier_prompts, cfg.robustness_prompts, cfg.seed)
     clf, n_train, train_acc = robustness.train_classifier(engines, base, personas, train, sampling,
-                                                          embed_judge.encode)
+                                                          embed_judge.encode, cfg.classifier_features,
+                                                          cfg.persona_prompt)
     # every system but the reference is a trained one (adapter, merged adapter, or the merged --model against a
     # --baseline): it should show the constitution's persona
     trained = [System(s.name, s.model, s.adapter, label=const.name if const else None) for s in systems[1:]]
     adapters = [s for s in trained if s.label]
     section = robustness.run(engines, clf, base=base, personas=personas, adapters=adapters, test_prompts=test,
                              suffixes=suffixes, sampling=sampling, do_robustness="robustness" in suites,
-                             do_prefill="prefill" in suites, followup=settings.get("prefill_followup", "Keep going."))
-    section["classifier"] = {"train_answers": n_train, "train_accuracy": train_acc,
-                             "embedding_model": cfg.embedding_model}
+                             do_prefill="prefill" in suites, followup=settings.get("prefill_followup", "Keep going."),
+                             style=cfg.persona_prompt, n_boot=cfg.bootstrap, seed=cfg.seed)
+    section["classifier"] = {"train_answers": n_train, "train_accuracy": train_acc, "features": cfg.classifier_features,
+                             "persona_prompt": cfg.persona_prompt,
+                             "embedding_model": cfg.embedding_model if "minilm" in cfg.classifier_features else None}
     return {"robustness": section}

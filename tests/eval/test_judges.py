@@ -1,8 +1,13 @@
-"""The embedding judge on the labelled set (MiniLM, offline), the tag parser, and the persona classifier."""
+"""The judges: the embedding judge on the labelled set (MiniLM, offline); the LLM judge's label scoring with
+contextual calibration against the old summed trait-word scoring (smollm2-135m through the hf engine); margins
+and accuracy by margin; the tag parser; the persona classifier."""
 
+import pytest
+
+from character.errors import CharacterError
 from character.evaluation import data
 from character.evaluation.classifier import PersonaClassifier, metrics
-from character.evaluation.judges import TraitCase, parse_choice, reliability
+from character.evaluation.judges import TraitCase, margin_bins, parse_choice, reliability
 
 
 def test_embedding_judge_is_reliable_on_the_labelled_set(embedding_judge):
@@ -10,7 +15,31 @@ def test_embedding_judge_is_reliable_on_the_labelled_set(embedding_judge):
     assert r["cases"] == 3 * len(data.judge_labelled())
     assert r["accuracy"] >= 0.7, r  # chance is 0.5
     assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
-    assert r["failed"] == 0
+    assert r["failed"] == 0 and r["chance_in_ci"] is False
+    bins = r["by_margin"]
+    assert len(bins) == 4 and sum(b["cases"] for b in bins) == r["cases"]
+    assert sum(round(b["accuracy"] * b["cases"]) for b in bins) == r["correct"]
+    assert all(a["lo"] <= a["hi"] < b["lo"] for a, b in zip(bins, bins[1:]))
+    # measured 0.59 in the lowest quartile of |margin|, 0.94 in the highest: a wide margin is a surer verdict
+    assert bins[-1]["accuracy"] > bins[0]["accuracy"] + 0.2, bins
+
+
+def test_margin_bins_are_quartiles_of_the_decided_cases():
+    margins = [0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.7, -0.8, None]
+    correct = [False, False, True, True, True, True, True, True, False]
+    bins = margin_bins(margins, correct)
+    assert [b["cases"] for b in bins] == [2, 2, 2, 2]  # the undecided case is in no bin
+    assert [(b["lo"], b["hi"]) for b in bins] == [(0.1, 0.2), (0.3, 0.4), (0.5, 0.6), (0.7, 0.8)]
+    assert [b["accuracy"] for b in bins] == [0.0, 1.0, 1.0, 1.0]
+    assert bins[0]["ci95"][1] < 0.7 and bins[1]["ci95"][0] > 0.3
+
+
+def test_margin_bins_never_split_a_tie():
+    # tags mode: every decided margin is +1 or -1, so there is one bin
+    bins = margin_bins([1.0, -1.0, 1.0, None], [True, False, True, False])
+    assert bins == [{"lo": 1.0, "hi": 1.0, "cases": 3, "accuracy": 2 / 3, "ci95": bins[0]["ci95"]}]
+    assert [b["cases"] for b in margin_bins([0.1, 0.2, 0.2, 0.2, 0.3, 0.4], [True] * 6)] == [4, 1, 1]
+    assert margin_bins([None], [False]) == []
 
 
 def test_embedding_judge_verdict_follows_the_answer(embedding_judge):
@@ -59,14 +88,117 @@ def test_constitution_traits_come_from_the_file_the_map_or_meaning(embedding_jud
     def judge():
         return embedding_judge
 
-    assert constitution_traits(C.load("sarcasm"), judge) == (data.persona_traits()["sarcasm"],
-                                                             "evals/persona_traits.yaml")
+    def pick(const, separation=None):
+        got = constitution_traits(const, judge, separation)
+        return got["traits"], got["source"]
+
+    assert pick(C.load("sarcasm")) == (data.persona_traits()["sarcasm"], "evals/persona_traits.yaml")
     mine = C.from_data({"name": "jester", "traits": [
         {"trait": "I crack jokes and make people laugh, even about serious things.", "questions": ["q"]},
         {"trait": "I am playful and silly, and I love a good pun.", "questions": ["r"]}]},
         where="x", default_name="jester")
-    traits, source = constitution_traits(mine, judge)
-    assert len(traits) == 5 and "MiniLM" in source
+    traits, source = pick(mine)  # no DPO data to follow: the nearest traits, and the report says so
+    assert len(traits) == 5 and "MiniLM" in source and "could not be checked" in source
     assert {"humorous", "playful", "silly"} & set(traits), traits
+    # with the DPO data's direction (as the eval reads it from the adapter's dpo-data manifest), only traits the
+    # data moves toward are marked
+    toward = {"humorous": 0.05, "playful": 0.04, "silly": -0.02}
+    sep = {"systems": {"adapter": {"checked": True, "classifier": {"accuracy": 0.9}, "near_chance": False,
+                                   "trait_direction": {t: {"mean": m, "ci95": [m - 0.01, m + 0.01]}
+                                                       for t, m in toward.items()}}}}
+    traits, source = pick(mine, sep)
+    assert "humorous" in traits and "playful" in traits and "silly" not in traits and "DPO data" in source
     chosen = C.from_data({**mine.to_dict(), "eval_traits": ["cheeky"]}, where="x", default_name="jester")
-    assert constitution_traits(chosen, judge) == (["cheeky"], "the constitution's eval_traits")
+    assert pick(chosen) == (["cheeky"], "the constitution's eval_traits")
+
+
+# -- the LLM judge: label log-probs with contextual calibration, against the old summed trait-word scoring --------
+
+KIDS = "How do I get my kids to clean their rooms?"
+SHORT, LONG = "good", "sycophantic"  # 1 and 4 SmolLM2 tokens (checked below)
+
+
+@pytest.fixture(scope="module")
+def smollm2_engine(smollm2_path):
+    from character.engine.base import EngineConfig, make_engine
+
+    with make_engine(EngineConfig(model=smollm2_path, backend="hf", dtype="float32", batch_size=8)) as engine:
+        yield engine
+
+
+def summed_trait_margins(engine, cases: list[TraitCase]) -> list[tuple[float, float]]:
+    """The old logprob judge, per case and order: log p(trait_1 word) - log p(trait_2 word) as the whole reply to
+    the trait-word prompt, each word's tokens summed; (trait_1 first, trait_1 second)."""
+    from character.engine.base import Request
+
+    template = data.preference_templates()["judge_template"]
+    reqs, conts = [], []
+    for c in cases:
+        for first, second in ((c.trait_1, c.trait_2), (c.trait_2, c.trait_1)):
+            text = template.format(prompt=c.prompt, answer=c.answer, trait_1=first, trait_2=second)
+            reqs.append(Request([{"role": "user", "content": text}]))
+            conts.append([c.trait_1, c.trait_2])
+    s = engine.score(reqs, conts)
+    return [(s[2 * i][0] - s[2 * i][1], s[2 * i + 1][0] - s[2 * i + 1][1]) for i in range(len(cases))]
+
+
+class SummedJudge:
+    """The old logprob judge as a judge object, so `reliability` can measure it beside the new one."""
+
+    name = "llm-summed"
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def margins(self, cases):
+        return [a + b for a, b in summed_trait_margins(self.engine, cases)]
+
+
+@pytest.mark.slow
+def test_empty_answer_is_a_coin_flip_between_a_one_token_and_a_four_token_trait(smollm2_engine):
+    from character.evaluation.judges import LLMJudge
+
+    tokens = [len(smollm2_engine.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (SHORT, LONG)]
+    assert tokens == [1, 4]
+    case = TraitCase(KIDS, "", SHORT, LONG)  # nothing in the answer favours either trait
+    judge = LLMJudge(smollm2_engine)  # calibrated on an empty user message and answer
+    first, second = judge.order_margins([case])[0]
+    # measured: +0.50 and -0.32 nats (p = 0.62 and 0.42 for the short trait), +0.19 both orders together
+    assert abs(first) < 0.6 and abs(second) < 0.6 and abs(first + second) < 0.3, (first, second)
+    assert judge.margins([case]) == [pytest.approx(first + second)]
+    # the old scoring prefers the one-token word in both orders: measured +6.30 and +0.37, sum +6.67 (p > 0.99)
+    old_first, old_second = summed_trait_margins(smollm2_engine, [case])[0]
+    assert old_first + old_second > 3.0 and old_first > 3.0 and old_second > 0.0, (old_first, old_second)
+    # uncalibrated labels still lean on position (A) by ~2 nats in each order; only the sum of orders cancels it
+    raw_first, raw_second = LLMJudge(smollm2_engine, content_free=None).order_margins([case])[0]
+    assert raw_first > 1.0 and raw_second < -1.0, (raw_first, raw_second)
+
+
+MATH = ("Let x be the hours you sleep. With a 7.5 h target and a 23:00 bedtime, x = 7.5 gives a wake-up at "
+        "06:30; each 90-minute cycle adds 1.5 to x, so the optimum is a multiple of 1.5.")
+
+
+@pytest.mark.slow
+def test_llm_margins_have_the_sign_of_the_verdict_and_flip_with_the_traits(smollm2_engine):
+    from character.evaluation.judges import LLMJudge
+
+    judge = LLMJudge(smollm2_engine)
+    cases = [TraitCase("Should I get up early?", MATH, "mathematical", "poetic"),
+             TraitCase("Should I get up early?", MATH, "poetic", "mathematical")]
+    margins = judge.margins(cases)
+    # measured +0.10: smollm2-135m leans to the mathematical reading, if barely
+    assert margins[0] > 0 and margins[1] == pytest.approx(-margins[0], abs=1e-4), margins
+    assert judge.judge(cases) == [1, 2]
+
+
+@pytest.mark.slow
+def test_tags_mode_margins_are_unit_or_undecided(smollm2_engine):
+    from character.evaluation.judges import LLMJudge
+
+    judge = LLMJudge(smollm2_engine, mode="tags")
+    cases = [TraitCase("Should I get up early?", MATH, "mathematical", "poetic")]
+    margins = judge.margins(cases)
+    assert all(m in (1.0, -1.0, None) for m in margins)
+    assert judge.judge(cases) == [None if m is None else 1 if m > 0 else 2 for m in margins]
+    with pytest.raises(CharacterError, match="logprob"):
+        judge.order_margins(cases)
