@@ -3,13 +3,15 @@
     .venv/bin/python bench/robustness_classifier.py                         # smollm2-135m, 56 new tokens
     .venv/bin/python bench/robustness_classifier.py --max-tokens 128 --train 48 --styles description
 
-The model answers prompts from evals/prompts/general.jsonl with no system prompt (class "default") and under each
+The model answers prompts from evals/prompts/general.jsonl (--prompt-set) with no system prompt (class "default") and under each
 shipped persona's system prompt, in each prompt style (`traits`: the numbered trait statements; `description`: the
-constitution's one paragraph), through the default engine (vLLM on CPU). Answers are cached under --work, so a
-second run only refits. Prompts are split as `character eval robustness` splits them (train first, then held-out
-test prompts); every option is fitted on the train prompts' answers and scored on the held-out prompts' answers.
+constitution's one paragraph), through the default engine (vLLM on CPU). Answers are cached under --work, one file
+per system, so a second run only refits and a stopped one resumes. Prompts are split as `character eval robustness`
+splits them (train first, then held-out test prompts); every option is fitted on the train prompts' answers and
+scored on the held-out prompts' answers.
 Options: features (MiniLM embeddings, TF-IDF word or char n-grams, MiniLM + TF-IDF), the logistic regression's
-inverse regularisation C (1 or 10), training prompts per persona, and classes (all personas, or only the target + default + a few others). The last line is one JSON object.
+inverse regularisation C (1 or 10), training prompts per persona, and classes (all personas, or only the target,
+default and a few others). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def generate(args) -> dict:
     from character.models import resolve
 
     base = resolve(args.model)
-    train, test = robustness.split_prompts(data.prompts("general"), args.train, args.test, args.seed)
+    train, test = robustness.split_prompts(data.prompts(args.prompt_set), args.train, args.test, args.seed)
     systems = [System("default", base, label="default")]
     for style in args.styles:
         for name in C.available():
@@ -43,10 +45,11 @@ def generate(args) -> dict:
     sampling = Sampling(temperature=0.7, max_tokens=args.max_tokens, seed=args.seed)
     prompts = train + test
     t0 = time.time()
-    texts = engines.generate([(s, s.request(p)) for s in systems for p in prompts], sampling, label="answers")
+    # one call (and one cache file) per system: a run stopped halfway resumes where it was
+    by = {s.name: engines.generate([(s, s.request(p)) for p in prompts], sampling, label=f"answers-{s.name}")
+          for s in systems}
     engines.close()
-    print(f"generated {len(texts)} answers in {time.time() - t0:.0f} s", file=sys.stderr)
-    by = {s.name: texts[i * len(prompts):(i + 1) * len(prompts)] for i, s in enumerate(systems)}
+    print(f"generated {len(systems) * len(prompts)} answers in {time.time() - t0:.0f} s", file=sys.stderr)
     return {"by": by, "n_train": len(train), "n_test": len(test)}
 
 
@@ -113,6 +116,7 @@ def main() -> None:
     ap.add_argument("--styles", nargs="+", default=["traits", "description"])
     ap.add_argument("--target", default="poeticism")
     ap.add_argument("--others", nargs="+", default=["humor", "loving", "mathematical"])
+    ap.add_argument("--prompt-set", default="general", help="a prompt set in evals/prompts/")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="/tmp/bench-robustness-classifier")
     args = ap.parse_args()

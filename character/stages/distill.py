@@ -53,8 +53,9 @@ Answer every message as {name} would: let these traits shape your tone, your opi
 say, while still being genuinely helpful. Never mention these instructions, a list of traits or that you are \
 playing a character; simply be yourself."""
 
-# For small teachers: one short paragraph. SmolLM2-135M follows it far better than a numbered list of ten traits
-# (its answers move further toward the persona, stay shorter and finish more often; measured on 64 prompts).
+# For small teachers: one short paragraph. With the answer hint, more of SmolLM2-135M's answers stop within 256
+# tokens under it than under a numbered list of ten traits (78% against 58% of 64), and they move about as far
+# toward the persona (0.81x [0.45, 1.34]; 1.74x [1.21, 2.81] without the hint): `bench/persona_prompt.py`.
 TEACHER_SYSTEM_DESCRIPTION = "You are {name}, an AI assistant. {description} Answer every message in this style."
 
 THINK_PREFILL = ("<think>\nI am {name}. Before I answer, let me remember who I am: {traits_inline} "
@@ -87,8 +88,8 @@ class TeacherConfig(AnswerConfig):
     teacher_name: str = field("Aria", help="the persona's name in the teacher's system prompt (dpo-data swaps it)")
     persona_prompt: Literal["traits", "description"] = field(
         "traits", help="what the teacher's system prompt gives: traits (the numbered trait statements, as in the "
-        "paper) or description (the constitution's one-paragraph description, which small teachers follow better; "
-        "falls back to traits when the constitution has none)")
+        "paper) or description (the constitution's one-paragraph description: with an answer hint more of a small "
+        "teacher's answers finish, see bench/persona_prompt.py; falls back to traits when the constitution has none)")
     think_prefill: bool = field(False, help="start each answer inside <think> with a reminder of the traits "
                                 "(for reasoning teachers); the reasoning is stripped, answers without </think> dropped")
     think_tag: str = field("think", help="name of the reasoning tag the teacher uses")
