@@ -5,6 +5,12 @@ temporary name and renamed when complete, so a killed run leaves no half shard t
 resumes at the first missing shard. `manifest.json` records the resolved config and its hash, the inputs' hashes,
 versions, git commit, counts and timings; a stage is done only when its manifest says so for the same config and
 inputs, never because a file exists.
+
+A finished result is replaced only by a finished one: a run with other settings or inputs over a complete directory
+works beside it, in `.NAME.next/`, and the two are swapped when the new run finishes (a kill leaves the old result
+in place, and the rerun resumes in `.NAME.next/`). Settings that do not change what a stage writes (`hash=False`
+fields: paths, shard and batch sizes, engine memory and caching knobs) are not in the hash, so changing them
+reuses the finished work.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -161,17 +168,38 @@ class StageDir:
         out = StageDir(path, "teacher")
         if out.is_complete(cfg_hash, inputs):
             return out
-        out.begin(cfg, cfg_hash, inputs)         # clears shards of a run with other settings
-        for i, batch in enumerate(batches):
+        out.begin(cfg, cfg_hash, inputs)         # clears unfinished shards of other settings; works beside a
+        for i, batch in enumerate(batches):      # finished result of other settings (out.path is then .NAME.next)
             if i in out.done_shards():
                 continue
             out.write_shard(i, generate(batch))
-        out.finish(counts={...}, timings={...})
+        out.finish(counts={...}, timings={...})  # swaps the new result in; out.path is the final directory again
+
+    `final` is where the result lives; `path` is where this run writes (the same, unless it replaces a finished
+    result of other settings).
     """
 
     def __init__(self, path: str | Path, stage: str):
-        self.path = Path(path)
+        self.final = Path(path)
+        self.path = self.final
         self.stage = stage
+        self._recover()
+
+    @property
+    def next(self) -> Path:
+        return self.final.parent / f".{self.final.name}.next"
+
+    @property
+    def old(self) -> Path:
+        return self.final.parent / f".{self.final.name}.old"
+
+    def _recover(self) -> None:
+        """Finish a swap that a kill interrupted (final moved aside, the complete replacement not yet moved in)."""
+        m = read_manifest(self.next)
+        if not self.final.exists() and m and m.get("status") == "complete":
+            os.replace(self.next, self.final)
+        if self.final.exists() and self.old.exists():
+            shutil.rmtree(self.old, ignore_errors=True)
 
     def shard_path(self, i: int) -> Path:
         return self.path / f"shard-{i:05d}.jsonl"
@@ -200,23 +228,47 @@ class StageDir:
         return bool(m and m.get("status") == "complete" and m.get("config_hash") == cfg_hash
                     and m.get("inputs") == inputs)
 
-    def begin(self, config: dict, cfg_hash: str, inputs: dict[str, str]) -> None:
-        """Start (or resume) a run. Shards from a run with other settings or inputs are removed."""
+    def begin(self, config: dict, cfg_hash: str, inputs: dict[str, str], carry: tuple[str, ...] = ()) -> None:
+        """Start (or resume) a run. Unfinished shards of other settings or inputs are removed; a finished result
+        of other settings stays until this run finishes (it works in `.NAME.next/`, see `finish`). `carry`: names
+        of subdirectories of the finished result to start from (hard links, e.g. a cache keyed by content)."""
         m = self.manifest
-        if m is not None and (m.get("config_hash") != cfg_hash or m.get("inputs") != inputs):
-            for p in self.shards():
-                p.unlink()
-        elif m is None and self.shards():
-            # shards without a manifest are of unknown origin: do not trust them
+        same = m is not None and m.get("config_hash") == cfg_hash and m.get("inputs") == inputs
+        if m is not None and m.get("status") == "complete" and not same:
+            self.path = self.next
+            nm = read_manifest(self.path)
+            if nm is None or nm.get("config_hash") != cfg_hash or nm.get("inputs") != inputs:
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.path.mkdir(parents=True)
+                for name in carry:
+                    if (self.final / name).is_dir():
+                        shutil.copytree(self.final / name, self.path / name, copy_function=os.link)
+            m, same = nm, nm is not None and nm.get("config_hash") == cfg_hash and nm.get("inputs") == inputs
+        layout = (m or {}).get("layout", {}) if same else {}
+        if not same:  # shards of unfinished work with other settings, or of unknown origin
             for p in self.shards():
                 p.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
         self._started = time.time()
         atomic_write_json(self.path / MANIFEST, {
             "stage": self.stage, "status": "running", "config": config, "config_hash": cfg_hash,
-            "inputs": inputs, "versions": versions(), "git_commit": git_commit(),
+            "inputs": inputs, "layout": layout, "versions": versions(), "git_commit": git_commit(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+
+    def shard_size(self, wanted: int) -> int:
+        """The shard size of the shards already written by this run's settings (a changed `shard_size` must not
+        re-cut finished work: seeds follow the item index, so the rows are the same either way), else `wanted`,
+        which is recorded in the manifest."""
+        m = self.manifest or {}
+        size = m.get("layout", {}).get("shard_size")
+        if size and self.shards():
+            if size != wanted:
+                print(f"{self.stage}: {len(self.shards())} shards on disk were cut at {size} items; keeping that "
+                      f"size (shard_size {wanted} applies to a fresh run)", file=sys.stderr)
+            return size
+        atomic_write_json(self.path / MANIFEST, {**m, "layout": {"shard_size": wanted}})
+        return wanted
 
     def finish(self, counts: dict | None = None, timings: dict | None = None, **extra: Any) -> dict:
         m = self.manifest or {}
@@ -227,4 +279,10 @@ class StageDir:
         })
         m.update(extra)
         atomic_write_json(self.path / MANIFEST, m)
+        if self.path != self.final:  # swap the finished replacement in
+            shutil.rmtree(self.old, ignore_errors=True)
+            os.replace(self.final, self.old)
+            os.replace(self.path, self.final)
+            shutil.rmtree(self.old, ignore_errors=True)
+            self.path = self.final
         return m

@@ -26,7 +26,9 @@ C = TypeVar("C")
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, hash: bool = True, factory: Any = None):
-    """A dataclass field with a help string. `hash=False` keeps it out of the config hash (paths, verbosity)."""
+    """A dataclass field with a help string. `hash=False` keeps it out of the config hash: for settings that do
+    not change what a run writes (paths, verbosity, batch and shard sizes, memory and caching knobs), so that
+    changing them reuses finished work instead of redoing it."""
     meta = {"help": help, "hash": hash}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)

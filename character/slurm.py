@@ -3,8 +3,9 @@
     character slurm submit pipelines/llama-3.1-8b.yaml --partition gpu --gpus 8 --constitution all
     character slurm submit pipelines/demo.yaml --gpus 0 --dry_run      # print the scripts, submit nothing
 
-Five jobs, each an array with one task per constitution, each started only when the one before finished well
-(`--dependency=afterok`):
+Five jobs, each an array with one task per constitution; a constitution's task starts when its own task in the
+job before finished well (`--dependency=aftercorr`), so one persona that fails stops only its own chain, and its
+later tasks, which can then never run, are cancelled (`--kill-on-invalid-dep=yes`) instead of pending forever:
 
     generate-dpo (prompts, teacher, student, dpo-data) -> train-dpo -> generate-sft (reflection, interaction,
     sft-data) -> train-sft (train-sft, merge) -> eval
@@ -59,8 +60,14 @@ class SlurmSettings:
     gpus: int = field(8, help="GPUs per node (0: CPU only)", hash=False)
     nodes: int = field(1, help="nodes per training job (several: accelerate over srun with a rendezvous)",
                        hash=False)
-    cpus: int = field(0, help="CPUs per task (0: the cluster's default)", hash=False)
-    mem: str = field("", help="memory per node, e.g. 200G (empty: the cluster's default)", hash=False)
+    cpus: int = field(0, help="CPUs per task (0: cpus_per_gpu for a GPU job, else the cluster's default)",
+                      hash=False)
+    mem: str = field("", help="memory per node, e.g. 200G (empty: mem_per_gpu for a GPU job, else the cluster's "
+                              "default)", hash=False)
+    cpus_per_gpu: int = field(8, help="CPUs per GPU asked when `cpus` is 0 (0: the cluster's default, often one "
+                                      "CPU, which starves vLLM and the training processes)", hash=False)
+    mem_per_gpu: str = field("32G", help="memory per GPU asked when `mem` is empty, e.g. 64G (empty: the cluster's "
+                                         "default)", hash=False)
     time: str = field("24:00:00", help="time limit per job", hash=False)
     max_parallel: int = field(0, help="array tasks running at once (0: no limit)", hash=False)
     signal_seconds: int = field(120, help="seconds before the time limit that the job is warned and requeues "
@@ -110,6 +117,43 @@ def settings_for(kind: str, section: dict, flags: dict) -> SlurmSettings:
     return build(SlurmSettings, values, where=f"slurm ({kind} jobs)")
 
 
+_SIZE = re.compile(r"\d+([KMGT]B?)?", re.IGNORECASE)
+_CPU_OPTIONS = {"--cpus-per-task", "-c", "--cpus-per-gpu"}
+_MEM_OPTIONS = {"--mem", "--mem-per-cpu", "--mem-per-gpu"}
+
+
+def resources(s: SlurmSettings, extra: list[str]) -> list[str]:
+    """CPU and memory options. A GPU job that asks for neither gets the cluster's default, often one CPU: sized
+    from the GPUs instead, unless `cpus`/`mem` or an option in `sbatch` (`extra`) says otherwise."""
+    for name in ("mem", "mem_per_gpu"):
+        value = getattr(s, name)
+        if value and not _SIZE.fullmatch(value):
+            raise CharacterError(f"slurm.{name} '{value}': not a Slurm memory size; write a number with K, M, G "
+                                 f"or T, e.g. 64G")
+    for name in ("cpus", "cpus_per_gpu", "gpus"):
+        if getattr(s, name) < 0:
+            raise CharacterError(f"slurm.{name} {getattr(s, name)}: must be 0 or more")
+    given = {re.match(r"--[\w-]+|-\w|", o).group(0) for o in extra}
+    out = []
+    if s.cpus > 0:
+        out.append(f"--cpus-per-task={s.cpus}")
+    elif s.gpus > 0 and s.cpus_per_gpu > 0 and not given & _CPU_OPTIONS:
+        out.append(f"--cpus-per-gpu={s.cpus_per_gpu}")
+    if s.mem:
+        out.append(f"--mem={s.mem}")
+    elif s.gpus > 0 and s.mem_per_gpu and not given & _MEM_OPTIONS:
+        out.append(f"--mem-per-gpu={s.mem_per_gpu}")
+    return out
+
+
+def sbatch_command(script: Path | str, after: str | None) -> list[str]:
+    """Task i waits for task i of the job before (aftercorr), not for all of it (afterok): a constitution whose
+    task fails stops only its own chain; its later tasks, whose dependency can then never be met, are cancelled
+    rather than left pending (DependencyNeverSatisfied) forever."""
+    dep = [f"--dependency=aftercorr:{after}", "--kill-on-invalid-dep=yes"] if after else []
+    return ["sbatch", "--parsable", *dep, str(script)]
+
+
 def _template(name: str) -> str:
     from character.resources import data_path
 
@@ -123,14 +167,13 @@ def render(job: Job, stages: list[str], s: SlurmSettings, *, pipeline: Path, out
            constitutions: list[str], run_args: list[str]) -> str:
     """One job's batch script, every placeholder filled."""
     sbatch = [f"--time={s.time}"]
-    for flag, value in (("partition", s.partition), ("account", s.account), ("qos", s.qos), ("mem", s.mem)):
+    for flag, value in (("partition", s.partition), ("account", s.account), ("qos", s.qos)):
         if value:
             sbatch.append(f"--{flag}={value}")
     if s.gpus > 0:
         sbatch.append(f"--gpus-per-node={s.gpus}")
-    if s.cpus > 0:
-        sbatch.append(f"--cpus-per-task={s.cpus}")
-    sbatch += [o if o.startswith("-") else f"--{o}" for o in s.sbatch]
+    extra = [o if o.startswith("-") else f"--{o}" for o in s.sbatch]
+    sbatch += resources(s, extra) + extra
     array = f"0-{len(constitutions) - 1}" + (f"%{s.max_parallel}" if s.max_parallel > 0 else "")
     character = s.character or f"{shlex.quote(sys.executable)} -m character"
     logs = Path(s.logs).expanduser()
@@ -198,7 +241,7 @@ def plan(cfg: SubmitConfig) -> list[tuple[Job, list[str], str]]:
 
 
 def submit(cfg: SubmitConfig) -> list[str]:
-    """Write the scripts under OUT/slurm/, submit them chained with afterok; returns the job ids."""
+    """Write the scripts under OUT/slurm/, submit them chained task to task; returns the job ids."""
     from character import pipeline as P
     from character.artifacts import atomic_write_json, atomic_write_text
 
@@ -209,8 +252,8 @@ def submit(cfg: SubmitConfig) -> list[str]:
     if cfg.dry_run:
         prev = None
         for job, _, script in jobs:
-            dep = f" --dependency=afterok:<{prev}>" if prev else ""
-            print(f"# ---- sbatch --parsable{dep} {out / 'slurm' / (job.name + '.sh')}\n{script}")
+            cmd = sbatch_command(out / "slurm" / f"{job.name}.sh", f"<{prev}>" if prev else None)
+            print(f"# ---- {' '.join(cmd)}\n{script}")
             prev = job.name
         return []
     if shutil.which("sbatch") is None:
@@ -223,15 +266,15 @@ def submit(cfg: SubmitConfig) -> list[str]:
         logs = re.search(r"^#SBATCH --output=(.*)/", script, re.M)
         if logs:
             Path(logs.group(1)).mkdir(parents=True, exist_ok=True)  # sbatch does not create the log directory
-        cmd = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{ids[-1]}"] if ids else []) + [str(path)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = subprocess.run(sbatch_command(path, ids[-1] if ids else None), capture_output=True, text=True)
         if r.returncode != 0:
             done = f" (already submitted: {', '.join(ids)}; `scancel` them if you do not want them)" if ids else ""
             raise CharacterError(f"sbatch {path.name} failed: {r.stderr.strip() or r.stdout.strip()}{done}")
         ids.append(r.stdout.strip().split(";")[0])
         print(f"{ids[-1]}  {job.name}: {', '.join(stages)}", flush=True)
     atomic_write_json(out / "slurm" / "jobs.json", {j.name: i for (j, _, _), i in zip(jobs, ids)})
-    print(f"submitted {len(ids)} jobs; watch them with `squeue -u $USER`; outputs in {out}")
+    print(f"submitted {len(ids)} jobs; watch them with `squeue -u $USER`; outputs in {out}; a constitution whose "
+          f"task fails stops there (Slurm cancels its later tasks), the others run on")
     return ids
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 from character.config import field
 
 Backend = Literal["auto", "vllm", "hf", "openai"]
+OpenAIExtensions = Literal["auto", "vllm", "none"]
 
 
 @dataclass
@@ -71,24 +72,31 @@ class EngineConfig:
     dtype: str = field("auto", help="weights dtype for vllm/hf: auto (bfloat16 on GPUs and on CPUs with native bf16, "
                                     "float32 on other CPUs, where bf16 is emulated and many times slower), "
                                     "bfloat16, float16 or float32")
-    max_model_len: int = field(4096, help="longest prompt + completion in tokens")
+    max_model_len: int = field(4096, help="longest prompt + completion in tokens", hash=False)
     tensor_parallel_size: int = field(0, help="vllm: GPUs per model; 0 = the largest size that divides the "
                                       "model's attention and KV heads and fits the visible GPUs (1 on CPU); a size "
                                       "vLLM would refuse is an error before the engine starts", hash=False)
     gpu_memory_utilization: float = field(0.0, help="vllm: memory share for weights + KV cache (on CPU: share of RAM); 0 = auto (0.9 GPU, 0.3 CPU)", hash=False)
     enforce_eager: bool | None = field(None, help="vllm: skip graph capture (faster start); default: on for CPU", hash=False)
-    enable_prefix_caching: bool = field(True, help="vllm: reuse the KV cache of shared prefixes (system prompts)")
+    enable_prefix_caching: bool = field(True, help="vllm: reuse the KV cache of shared prefixes (system prompts)",
+                                        hash=False)
     max_lora_rank: int = field(0, help="vllm: largest LoRA rank served; 0 = the largest rank among the adapters "
                                "of the first call (LoRA cost grows with it, so it is not set higher than needed)",
                                hash=False)
     max_loras: int = field(4, help="vllm: adapters resident at once", hash=False)
     batch_size: int = field(32, help="hf: prompts per generate() call", hash=False)
-    trust_remote_code: bool = field(False, help="run model code shipped with the checkpoint (off unless you trust it)")
+    trust_remote_code: bool = field(False, help="run model code shipped with the checkpoint (off unless you trust it)",
+                                    hash=False)
     base_url: str = field("http://127.0.0.1:8000/v1", help="openai: endpoint base URL", hash=False)
     api_key_env: str = field("OPENAI_API_KEY", help="openai: NAME of the environment variable holding the key", hash=False)
     concurrency: int = field(8, help="openai: requests in flight", hash=False)
     timeout: float = field(120.0, help="openai: seconds per request", hash=False)
     max_retries: int = field(5, help="openai: retries on 429/5xx/timeouts, with exponential backoff", hash=False)
+    openai_extensions: OpenAIExtensions = field(
+        "auto", help="openai: whether the endpoint takes vLLM's extra request fields (an assistant prefill via "
+        "continue_final_message, top_k, min_p, repetition_penalty): vllm = yes; none = a hosted API, standard chat "
+        "fields only (a stage that needs a prefill then uses its plain-chat fallback or stops with one line); auto = "
+        "yes when the endpoint's GET /models lists models owned_by vllm", hash=False)
     kv_cache_gib: float = field(0.0, help="vllm: GiB reserved for the KV cache; 0 = auto (on CPU: 2 GiB, which "
                                 "a shared machine can spare; on GPU: from --gpu_memory_utilization)", hash=False)
     enable_lora: bool | None = field(None, help="vllm: serve LoRA adapters; default: on when a request names one", hash=False)

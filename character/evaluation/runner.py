@@ -184,11 +184,11 @@ def run_eval(cfg: EvalConfig) -> Path:
     if out.is_complete(h, inputs) and (out.path / "results.json").is_file():
         print(f"eval: {out.path} is up to date (same config and inputs); delete it to rerun")
         return out.path
-    old = out.manifest
-    if old is not None and (old.get("config_hash") != h or old.get("inputs") != inputs):
-        for p in [*out.path.glob("*.png"), out.path / "results.json", out.path / "report.md"]:
-            p.unlink(missing_ok=True)
-    out.begin(cfg_dict, h, inputs)
+    # a finished report of other settings stays until this one is written (begin works beside it); the answer
+    # cache is keyed by request, so the new run starts from the old one's
+    out.begin(cfg_dict, h, inputs, carry=("cache",))
+    for p in [*out.path.glob("*.png"), out.path / "results.json", out.path / "report.md"]:
+        p.unlink(missing_ok=True)  # of an unfinished run (a finished one's are beside, in out.final)
 
     from character.engine.base import subset
     from character.evaluation.systems import Engines

@@ -30,7 +30,8 @@ class GenerateConfig(Sampling, EngineConfig):
     """Fields shared by the generating stages (plus every engine and sampling flag)."""
 
     out: str = field(help="output directory (shards + manifest.json)", hash=False)
-    shard_size: int = field(64, help="prompts per shard: the unit of resume after a crash")
+    shard_size: int = field(64, help="prompts per shard: the unit of resume after a crash (a rerun keeps the size "
+                            "its shards on disk were cut at)", hash=False)
 
     def __post_init__(self):
         Sampling.__post_init__(self)
@@ -82,6 +83,7 @@ def run_sharded(out: StageDir, items: list, shard_size: int, work: Callable[[lis
     """Generate missing shards: `work(items_of_shard, global_offset) -> rows`. Returns per-shard timings."""
     from tqdm import tqdm
 
+    shard_size = out.shard_size(shard_size)  # the size the shards on disk were cut at, if any
     n_shards = max(1, -(-len(items) // shard_size))
     for stale in out.path.glob(".*.tmp"):  # half-written files of a killed run (one writer per stage dir)
         stale.unlink(missing_ok=True)

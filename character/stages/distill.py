@@ -213,7 +213,7 @@ class DPODataConfig:
                                      "model gives itself (e.g. SmolLM)")
     max_length: int = field(1024, help="drop pairs whose prompt + answer exceed this many tokens in the student's template")
     min_chars: int = field(1, help="drop answers shorter than this many characters")
-    shard_size: int = field(2000, help="pairs per output shard")
+    shard_size: int = field(2000, help="pairs per output shard", hash=False)
     seed: int = field(0, help="unused by the filters; seeds the separation check's folds and bootstrap")
     # out of the config hash: it changes no pair, only what the manifest records about them
     separation: bool = field(True, help="measure how far the teacher's answers are from the student's (MiniLM: "

@@ -104,7 +104,8 @@ class ReflectionConfig(IntrospectConfig):
 class InteractionConfig(IntrospectConfig):
     conversations: int = field(20, help="conversations to hold (half free, half leading)")
     turns: int = field(6, help="generated turns per conversation (the saved sample ends on an assistant turn)")
-    shard_size: int = field(16, help="conversations per shard: the unit of resume after a crash")
+    shard_size: int = field(16, help="conversations per shard: the unit of resume after a crash (a rerun "
+                            "keeps the size its shards on disk were cut at)", hash=False)
 
     def __post_init__(self):
         super().__post_init__()
@@ -261,7 +262,7 @@ class SFTDataConfig:
     student_model: str | None = field(None, help="model whose chat template measures length; default: the reflection stage's")
     max_length: int = field(2048, help="drop samples longer than this many tokens in the student's chat template")
     seed: int = field(0, help="shuffle seed")
-    shard_size: int = field(2000, help="samples per output shard")
+    shard_size: int = field(2000, help="samples per output shard", hash=False)
 
 
 def run_sft_data(cfg: SFTDataConfig) -> Path:

@@ -2,8 +2,10 @@
 
 Each round asks the model, for every trait still short of `--target`, for numbered lists of new user messages
 (few-shot: a sample of that trait's messages so far), parses the lists, drops near-duplicates, and keeps new ones
-until the trait has `--target`. Rounds stop when every trait is full or `--rounds` is reached; a shortfall is
-reported, not hidden. Shard 0 holds the seed questions, shard r the messages accepted in round r, so a killed run
+until the trait has `--target`. Each reply is prefilled with "1." so that it starts with the list; an endpoint
+that cannot continue a prefill (a hosted API, see engine/openai.py) gets the same request in plain chat, and the
+list is parsed out of whatever the reply says around it. Rounds stop when every trait is full or `--rounds` is
+reached; a shortfall is reported, not hidden. Shard 0 holds the seed questions, shard r the messages accepted in round r, so a killed run
 resumes at the next round.
 
     character generate prompts --constitution sarcasm --out runs/sarcasm/prompts --target 50
@@ -91,7 +93,7 @@ def run_prompts(cfg: PromptsConfig, engine: Engine | None = None):
         done = [0]
 
     lazy = LazyEngine(cfg, engine)
-    stats = {"asked": 0, "parsed": 0, "near_duplicates": 0, "unparsable_replies": 0}
+    stats = {"asked": 0, "parsed": 0, "near_duplicates": 0, "unparsable_replies": 0, "plain_chat_rounds": 0}
     try:
         for r in range(len(done), cfg.rounds + 1):
             short = [ti for ti in range(len(con.traits)) if len(kept[ti]) < cfg.target]
@@ -119,13 +121,19 @@ def run_prompts(cfg: PromptsConfig, engine: Engine | None = None):
 def _round(cfg: PromptsConfig, con, kept: list[list[str]], short: list[int], r: int, engine: Engine,
            stats: dict) -> list[dict]:
     rng = random.Random(cfg.seed * 1000 + r if cfg.seed is not None else None)
+    opening = "1." if getattr(engine, "supports_prefill", True) else ""  # backends that cannot prefill say so
+    if not opening:
+        if not stats["plain_chat_rounds"]:
+            print("prompts: the endpoint cannot continue a prefill; asking for the lists in plain chat",
+                  file=sys.stderr)
+        stats["plain_chat_rounds"] += 1
     requests, owners = [], []
     for ti in short:
         for _ in range(cfg.requests_per_trait):
             examples = rng.sample(kept[ti], min(cfg.few_shot, len(kept[ti])))
             text = INSTRUCTION.format(trait=con.traits[ti].trait, k=cfg.per_request,
                                       examples="\n".join(f"- {e}" for e in examples))
-            requests.append(Request([{"role": "user", "content": text}], prefill="1."))
+            requests.append(Request([{"role": "user", "content": text}], prefill=opening or None))
             owners.append(ti)
     sampling = sampling_config(cfg, n=1, seed=None if cfg.seed is None else cfg.seed + 7919 * r)
     completions = engine.generate(requests, sampling, progress=f"prompts round {r}")
@@ -133,7 +141,7 @@ def _round(cfg: PromptsConfig, con, kept: list[list[str]], short: list[int], r: 
     for ti, comp in zip(owners, completions):
         stats["asked"] += cfg.per_request
         for text in comp.texts:
-            items = parse_numbered_list("1." + text)
+            items = parse_numbered_list(opening + text)
             if not items:
                 stats["unparsable_replies"] += 1
             stats["parsed"] += len(items)

@@ -2,8 +2,10 @@
 
 The output directory of a training run is a PEFT adapter directory (loadable by vLLM's LoRARequest and by
 PeftModel) plus tokenizer files, `config.resolved.json`, `metrics.json` and `manifest.json`. Checkpoints go to
-`OUT/checkpoints/`; `--resume` continues from the last complete one. The adapter files appear only when training
-has finished (moved in, `adapter_config.json` last), and `manifest.json` says `complete` only after that.
+`OUT/checkpoints/`; a rerun of the same settings and data continues from the last complete one (`--resume false`
+starts over). The adapter files appear only when training has finished (moved in, `adapter_config.json` last), and
+`manifest.json` says `complete` only after that. A finished adapter is replaced only by a finished one: a run with
+other settings or data trains in `.OUT.next/` beside it and the two are swapped when it publishes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from character.artifacts import StageDir, atomic_write_json, sha256_file
+from character.artifacts import StageDir, atomic_write_json, read_manifest, sha256_file
 from character.config import config_hash, field, to_dict
 from character.errors import CharacterError
 from character.hardware import cpu_has_bf16, on_gpu
@@ -35,7 +37,9 @@ class TrainConfig:
     model: str = field("smollm2-135m", help="base model: alias, local checkpoint dir or hub id")
     data: str = field("", help="a JSONL file or a stage directory of shard-*.jsonl files")
     out: str = field("", help="output directory (adapter, tokenizer, metrics, checkpoints)", hash=False)
-    resume: bool = field(False, help="continue from the last checkpoint in OUT/checkpoints", hash=False)
+    resume: bool = field(True, help="continue from the last complete checkpoint of an interrupted run with the same "
+                         "settings and data (false: start over; checkpoints of other settings are never used)",
+                         hash=False)
     seed: int = field(0, help="random seed (LoRA init, data order)")
     lora_rank: int = field(64, help="LoRA rank r")
     lora_alpha: float = field(128.0, help="LoRA alpha (scale = alpha / r)")
@@ -234,47 +238,79 @@ def last_checkpoint(out: Path) -> str | None:
 
 
 class Run:
-    """One training run's output directory: skip if done, resume checks, atomic publish, manifest."""
+    """One training run's output directory: skip if done, resume, publish beside a finished adapter, manifest.
+
+    `final` is where the adapter lives; `out` is where this run works: the same directory, or `.NAME.next/` beside
+    a finished adapter of other settings or data, which stays in place until this run publishes."""
 
     def __init__(self, cfg: TrainConfig, stage: str, inputs: dict[str, str]):
         self.cfg = cfg
-        self.out = Path(cfg.out).expanduser()
-        self.dir = StageDir(self.out, stage)
+        self.final = Path(cfg.out).expanduser()
+        self.out = self.final
+        self.dir = StageDir(self.final, stage)
         self.hash = config_hash(cfg)
         self.inputs = inputs
         self.started = time.time()
 
+    def _same(self, manifest: dict | None) -> bool:
+        return bool(manifest) and manifest.get("config_hash") == self.hash and manifest.get("inputs") == self.inputs
+
     def done(self) -> bool:
-        return self.dir.is_complete(self.hash, self.inputs) and (self.out / "adapter_config.json").is_file()
+        return self.dir.is_complete(self.hash, self.inputs) and (self.final / "adapter_config.json").is_file()
 
     def begin(self) -> str | None:
-        """Prepare the directory; returns the checkpoint to resume from (None: start fresh)."""
+        """Prepare the directory; returns the checkpoint to resume from (None: start fresh).
+
+        Every process of a launch decides the same way: from the final manifest, which nothing changes before
+        publish, and the working directory's manifest, which only the main process writes, after deciding."""
         m = self.dir.manifest
-        resume_from = None
-        if self.cfg.resume:
-            if m and (m.get("config_hash") != self.hash or m.get("inputs") != self.inputs):
-                raise CharacterError(f"{self.out}: its checkpoints come from a run with other settings or data; "
-                                     f"drop --resume to start over or use another --out")
-            resume_from = last_checkpoint(self.out)
-            if resume_from is None:
-                print(f"{self.out}: no complete checkpoint to resume from; starting from step 0", file=sys.stderr)
+        replacing = m is not None and m.get("status") == "complete" and not self._same(m)
+        work = self.dir.next if replacing else self.final
+        same = self._same(read_manifest(work))
+        resume_from = last_checkpoint(work) if self.cfg.resume and same else None
+        if resume_from:
+            print(f"{work}: resuming from {Path(resume_from).name} (same settings and data)", file=sys.stderr)
+        elif not same and last_checkpoint(work):
+            print(f"{work}: its checkpoints come from a run with other settings or data; starting from step 0",
+                  file=sys.stderr)
         if is_main_process():
-            self.out.mkdir(parents=True, exist_ok=True)
-            # a previous run's adapter must not make this unfinished run look done
-            for name in PUBLISHED:
-                (self.out / name).unlink(missing_ok=True)
-            if not self.cfg.resume and (self.out / "checkpoints").exists():
-                shutil.rmtree(self.out / "checkpoints")
+            work.mkdir(parents=True, exist_ok=True)
+            if not replacing:  # an unfinished run's adapter files must not make this run look done
+                for name in PUBLISHED:
+                    (work / name).unlink(missing_ok=True)
+            if resume_from is None and (work / "checkpoints").exists():
+                shutil.rmtree(work / "checkpoints")
             self.dir.begin(to_dict(self.cfg), self.hash, self.inputs)
+            assert self.dir.path == work, (self.dir.path, work)
+        self.out = work
         return resume_from
 
-    def publish(self, model, tokenizer, metrics: dict) -> None:
-        """Write adapter + tokenizer + metrics; the adapter config is moved in last, the manifest after it."""
-        staging = self.out / ".publish.tmp"
-        if staging.exists():
-            shutil.rmtree(staging)
-        model.save_pretrained(str(staging))
-        tokenizer.save_pretrained(str(staging))
+    @property
+    def staging(self) -> Path:
+        return self.out / ".publish.tmp"
+
+    def save(self, trainer) -> None:
+        """Write the trained adapter and tokenizer to the staging directory. Call on every process: through the
+        trainer, DeepSpeed ZeRO-3 and FSDP gather the adapter's partitioned weights before the main process
+        writes them (a plain `model.save_pretrained` there would write its own shard only). Adapters the model
+        carries frozen (SFT's started-from one) are not part of the result."""
+        if is_main_process() and self.staging.exists():
+            shutil.rmtree(self.staging)
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(self.staging))
+        if is_main_process():
+            for sub in self.staging.iterdir():  # PEFT writes each non-default adapter in a subdirectory
+                if sub.is_dir() and (sub / "adapter_config.json").is_file():
+                    shutil.rmtree(sub)
+            (self.staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in JSON
+            if not (self.staging / "adapter_model.safetensors").is_file():
+                raise CharacterError(f"{self.out}: the trainer saved no adapter_model.safetensors; the training "
+                                     f"finished but its adapter was not written")
+
+    def publish(self, metrics: dict) -> None:
+        """Main process, after `save`: metrics and config join the adapter; the adapter config is moved in last,
+        the manifest after it, and a run working beside a finished adapter is swapped in for it."""
+        staging = self.staging
         atomic_write_json(staging / "metrics.json", metrics)
         atomic_write_json(staging / "config.resolved.json", to_dict(self.cfg))
         names = sorted(p.name for p in staging.iterdir())
@@ -285,6 +321,7 @@ class Run:
             shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
         (self.out / ".launch-config.yaml").unlink(missing_ok=True)
         self.dir.finish(counts=metrics.get("counts", {}), timings={"train_s": round(time.time() - self.started, 1)})
+        self.out = self.final
         print(f"saved adapter to {self.out}", flush=True)
 
 

@@ -190,6 +190,7 @@ def train_dpo(cfg: DPOTrainConfig) -> Path:
         trainer.train_dataset = add_lengths(trainer.train_dataset)
     trainer.train(resume_from_checkpoint=resume_from)
 
+    run.save(trainer)  # every process: ZeRO-3 and FSDP gather the adapter's shards
     if trainer.accelerator.is_main_process:
         counts = {"pairs": len(rows), "steps": trainer.state.global_step}
         metrics = summarize(trainer, counts, ("rewards/margins", "rewards/accuracies", "rewards/chosen",
@@ -198,7 +199,7 @@ def train_dpo(cfg: DPOTrainConfig) -> Path:
         import shutil
 
         shutil.rmtree(run.out / ".dataset", ignore_errors=True)  # before publish: not part of the output hash
-        run.publish(trainer.model, tokenizer, metrics)
+        run.publish(metrics)
     trainer.accelerator.wait_for_everyone()
     return run.out
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from character.artifacts import atomic_write_text
 from character.config import suggest, to_dict
 from character.errors import CharacterError
 
@@ -44,9 +45,10 @@ def launch(cfg, command: str) -> Path:
     import yaml
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     spec = out / ".launch-config.yaml"
-    spec.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    # replaced whole, never rewritten in place: on several nodes each node's launch writes it while the workers
+    # another node started may be reading it from the shared file system
+    atomic_write_text(spec, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file(cfg.launcher))]
     processes = cfg.num_processes
     if not processes and cfg.launcher in ("ddp", "zero2", "zero3"):

@@ -1,5 +1,6 @@
 """The openai backend: against a real `vllm serve` started here on 127.0.0.1 (one server for the module), and
-against a small local HTTP server that fails on purpose (retries, backoff, errors, the key kept secret)."""
+against a small local HTTP server that fails on purpose (retries, backoff, errors, the key kept secret).
+test_openai_hosted.py has the hosted-API side (a server that refuses vLLM's extra fields)."""
 
 import json
 import os
@@ -81,6 +82,33 @@ def test_against_vllm_serve(served, tiny_llama_path):
         e.generate([ask("hi")], Sampling(max_tokens=2))
 
 
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_serve_is_detected_and_standard_mode_works_on_it(served, mini_constitution, tmp_path, capsys):
+    """auto finds vLLM (prefill sent and continued); told `none`, the same server gets standard fields only."""
+    from character.config import load
+    from character.stages import run_prompts
+    from character.stages.prompts import PromptsConfig
+
+    plain = EngineConfig(backend="openai", model="tiny", base_url=served, openai_extensions="none")
+    with make_engine(EngineConfig(backend="openai", model="tiny", base_url=served)) as auto, make_engine(plain) as e:
+        assert auto.supports_prefill and not e.supports_prefill
+        assert "lists its models as vLLM's" in capsys.readouterr().err
+        out = e.generate([ask("hi there")], Sampling(max_tokens=4, temperature=0))
+        assert len(out[0].texts) == 1 and out[0].finish_reasons == ["length"]
+        with pytest.raises(CharacterError, match="cannot continue an assistant prefill"):
+            e.generate([ask("hi", prefill="Sure,")], Sampling(max_tokens=4))
+    counts = {}
+    for mode in ("auto", "none"):
+        p = run_prompts(load(PromptsConfig, dict(backend="openai", model="tiny", base_url=served, max_tokens=16,
+                                                 openai_extensions=mode, constitution=mini_constitution,
+                                                 out=str(tmp_path / mode), target=4, rounds=1, requests_per_trait=1)))
+        counts[mode] = json.loads((p / "manifest.json").read_text())["counts"]
+    # a random model writes no lists: the stage reports a shortfall either way, with or without the prefill
+    assert counts["auto"]["plain_chat_rounds"] == 0 and counts["none"]["plain_chat_rounds"] == 1
+    assert all(c["rounds"] == 1 and c["prompts"] >= 5 for c in counts.values())
+
+
 class Flaky(BaseHTTPRequestHandler):
     """Fails the first `fail` requests with `status`, then answers like a chat completions endpoint."""
 
@@ -122,7 +150,7 @@ def test_retries_backoff_and_secret_key(flaky, monkeypatch, capsys):
     handler, url = flaky
     monkeypatch.setenv("MY_TEST_KEY", "sk-very-secret")
     cfg = EngineConfig(backend="openai", model="m", base_url=url, api_key_env="MY_TEST_KEY", max_retries=3,
-                       concurrency=1)
+                       concurrency=1, openai_extensions="vllm")  # told: top_k is sent
     with make_engine(cfg) as e:
         out = e.generate([ask("hi")], Sampling(max_tokens=4, n=2, top_k=5))
         assert "sk-very-secret" not in repr(e)

@@ -25,6 +25,7 @@ from pathlib import Path
 DAEMONS = ("munged", "slurmctld", "slurmd")
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                 "DEADLINE", "PREEMPTED"}
+NEVER = "DependencyNeverSatisfied"  # the Reason of a pending job whose dependency failed
 
 
 class SlurmUnavailable(Exception):
@@ -249,24 +250,36 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         return records
 
     def states(self, job_id: str) -> dict[str, str]:
-        """'<jobid>' or '<arrayjob>_<task>' -> state for every task of a job."""
+        """'<jobid>' or '<arrayjob>_<task>' -> state for every task of a job; a task pending on a dependency
+        that can never be met reads 'PENDING (DependencyNeverSatisfied)'."""
         out = {}
         for rec in self.jobs(job_id):
             key = rec.get("JobId", job_id)
             if rec.get("ArrayTaskId"):
                 key = f"{rec['ArrayJobId']}_{rec['ArrayTaskId']}"
-            out[key] = rec.get("JobState", "UNKNOWN")
+            state = rec.get("JobState", "UNKNOWN")
+            if state == "PENDING" and rec.get("Reason") == NEVER:
+                state = f"PENDING ({NEVER})"
+            out[key] = state
         return out
 
-    def wait(self, job_ids: list[str], timeout: float = 300) -> dict[str, str]:
-        """Wait until every task of these jobs reached a final state; returns task -> state."""
+    def wait(self, job_ids: list[str], timeout: float = 300, never_after: float | None = None) -> dict[str, str]:
+        """Wait until every task of these jobs reached a final state; returns task -> state. With `never_after`,
+        a task pending on a dependency that can never be met for that many seconds counts as final (it would
+        wait forever), so a test sees it at once instead of timing out."""
         deadline = time.time() + timeout
+        stuck_since: float | None = None
         while True:
             states: dict[str, str] = {}
             for j in job_ids:
                 states.update(self.states(j))
-            pending_arrays = any("[" in k or s not in FINAL_STATES for k, s in states.items())
-            if states and not pending_arrays:
+            stuck = {k for k, s in states.items() if s == f"PENDING ({NEVER})"}
+            if not stuck:
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = time.time()
+            settled = states and all("[" not in k and (s in FINAL_STATES or k in stuck) for k, s in states.items())
+            if settled and (not stuck or (never_after is not None and time.time() - stuck_since >= never_after)):
                 return states
             if time.time() > deadline:
                 raise TimeoutError(f"jobs not finished after {timeout:.0f} s: {states}\n{self.logs()}")

@@ -109,11 +109,14 @@ def test_dry_run_prints_a_chain_of_valid_scripts(tmp_path, cli):
     assert [s.split("\n", 1)[0].rsplit("/", 1)[1] for s in scripts] == [
         "generate-dpo.sh", "train-dpo.sh", "generate-sft.sh", "train-sft.sh", "eval.sh"]
     assert "--dependency" not in scripts[0].split("\n", 1)[0]
-    assert all("--dependency=afterok:<" in s.split("\n", 1)[0] for s in scripts[1:])
+    # task to task: a constitution that fails stops only its own chain, and what can no longer run is cancelled
+    for s, before in zip(scripts[1:], ("generate-dpo", "train-dpo", "generate-sft", "train-sft")):
+        assert f"--dependency=aftercorr:<{before}> --kill-on-invalid-dep=yes " in s.split("\n", 1)[0]
     for i, s in enumerate(scripts):
         body = s.split("\n", 1)[1]
         for needed in ("set -euo pipefail", "#SBATCH --array=0-1", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@",
                        "%x-%A_%a.out", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4",
+                       "#SBATCH --cpus-per-gpu=8", "#SBATCH --mem-per-gpu=32G",
                        "trap requeue USR1", "CONSTITUTIONS=(sarcasm humor)"):
             assert needed in body, f"script {i} lacks {needed!r}"
         assert "{{" not in body
@@ -132,6 +135,50 @@ def test_slurm_settings_layer_file_kind_and_flags(tmp_path):
     assert (train.time, train.nodes, train.partition) == ("9:00:00", 4, "b")
     with pytest.raises(CharacterError, match="did you mean 'partition'"):
         S.settings_for("train", {"partion": "x"}, {})
+
+
+def test_sbatch_chains_task_to_task_and_cancels_what_can_never_run():
+    assert S.sbatch_command("a.sh", None) == ["sbatch", "--parsable", "a.sh"]
+    assert S.sbatch_command("b.sh", "41") == ["sbatch", "--parsable", "--dependency=aftercorr:41",
+                                              "--kill-on-invalid-dep=yes", "b.sh"]
+
+
+def _resource_lines(**settings) -> list[str]:
+    text = S.render(S.JOBS[1], ["train-dpo"], S.SlurmSettings(**settings), pipeline=Path("p.yaml"), out=Path("o"),
+                    constitutions=["sarcasm"], run_args=[])
+    return [line for line in text.splitlines() if line.startswith(("#SBATCH --cpus", "#SBATCH --mem", "#SBATCH -c"))]
+
+
+def test_gpu_jobs_ask_for_cpus_and_memory_per_gpu_unless_told():
+    # the cluster's default is often one CPU, which starves a GPU job
+    assert _resource_lines(gpus=8) == ["#SBATCH --cpus-per-gpu=8", "#SBATCH --mem-per-gpu=32G"]
+    assert _resource_lines(gpus=4, cpus_per_gpu=12, mem_per_gpu="80G") == [
+        "#SBATCH --cpus-per-gpu=12", "#SBATCH --mem-per-gpu=80G"]
+    # an explicit total wins (Slurm refuses --cpus-per-task with --cpus-per-gpu, --mem with --mem-per-gpu)
+    assert _resource_lines(gpus=8, cpus=96, mem="900G") == ["#SBATCH --cpus-per-task=96", "#SBATCH --mem=900G"]
+    assert _resource_lines(gpus=8, sbatch=["--mem-per-cpu=4G", "-c 16"]) == ["#SBATCH --mem-per-cpu=4G",
+                                                                                "#SBATCH -c 16"]
+    assert _resource_lines(gpus=8, cpus_per_gpu=0, mem_per_gpu="") == []
+    assert _resource_lines(gpus=0) == []  # CPU jobs: the cluster's default, as before
+    assert _resource_lines(gpus=0, cpus=2, mem="4G") == ["#SBATCH --cpus-per-task=2", "#SBATCH --mem=4G"]
+
+
+def test_per_gpu_defaults_are_settings_of_the_pipeline_file():
+    section = {"cpus_per_gpu": 6, "train": {"mem_per_gpu": "120G"}}
+    assert (S.settings_for("generate", section, {}).cpus_per_gpu, S.settings_for("generate", section, {}).mem_per_gpu
+            ) == (6, "32G")
+    train = S.settings_for("train", section, {"cpus_per_gpu": 10})
+    assert (train.cpus_per_gpu, train.mem_per_gpu) == (10, "120G")
+
+
+def test_bad_cpu_or_memory_setting_is_one_line_before_any_submission(tmp_path, cli):
+    with pytest.raises(CharacterError, match=r"slurm.mem_per_gpu '32 gigs': not a Slurm memory size.*e.g. 64G"):
+        _resource_lines(gpus=8, mem_per_gpu="32 gigs")
+    with pytest.raises(CharacterError, match="slurm.cpus_per_gpu -1: must be 0 or more"):
+        _resource_lines(gpus=8, cpus_per_gpu=-1)
+    r = cli("slurm", "submit", data_path("pipelines", "tiny.yaml"), "--dry_run", "--gpus", "2", "--mem", "lots",
+            "--out", tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "slurm.mem 'lots'" in r.stderr, r.stderr
 
 
 def test_script_run_outside_slurm_says_what_is_missing(tmp_path):

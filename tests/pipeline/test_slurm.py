@@ -3,9 +3,11 @@
     pytest -m slurm tests/pipeline/test_slurm.py
 
 The fixture installs slurm-wlm and munge when missing and starts munged, slurmctld and slurmd (see
-slurm_cluster.py). The chain runs pipelines/tiny.yaml on tiny-chat-llama for two constitutions, a shipped one
-and a file from outside the repo: five job arrays linked by afterok. Then the finished outputs are checked from outside Slurm: a local `character run` over them
-does nothing, and a changed DPO setting reruns from train-dpo on.
+slurm_cluster.py). The chain runs pipelines/tiny.yaml on tiny-chat-llama for three constitutions, a shipped one, a
+file from outside the repo, and one whose train-dpo fails on purpose: five job arrays linked task to task
+(aftercorr). The first two finish; the third stops at train-dpo and its later tasks are cancelled, not left
+pending. Then the finished outputs are checked from outside Slurm: a local `character run` over them does nothing,
+and a changed DPO setting reruns from train-dpo on.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from character.resources import data_path
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TINY = data_path("pipelines", "tiny.yaml")
 CONSTITUTIONS = ("sarcasm", "wry")  # wry: a new persona in a file of its own
+DOOMED = "doomed"  # a third persona, whose train-dpo fails on purpose
 
 
 def run_character(*args, env: dict | None = None, cwd: Path, timeout: float = 600):
@@ -40,36 +43,67 @@ def _submit(cluster, out: Path, *flags: str) -> list[str]:
     return [line.split()[0] for line in r.stdout.splitlines() if line[:1].isdigit()]
 
 
+def _persona(out: Path, name: str) -> Path:
+    path = out / "personas" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(data_path("constitutions", "humor.yaml").read_text().replace("name: humor", f"name: {name}", 1))
+    return path
+
+
 @pytest.fixture(scope="module")
 def chain(slurm_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("chain")
-    wry = out / "personas" / "wry.yaml"
-    wry.parent.mkdir()
-    wry.write_text(data_path("constitutions", "humor.yaml").read_text().replace("name: humor", "name: wry", 1))
-    ids = _submit(slurm_cluster, out, "--constitution", f"sarcasm,{wry}")
-    states = slurm_cluster.wait(ids, timeout=600)
+    wry, doomed = _persona(out, "wry"), _persona(out, DOOMED)
+    # a file where train-dpo's output directory goes: that stage, and only that one, fails for this persona
+    (out / "runs" / DOOMED).mkdir(parents=True)
+    (out / "runs" / DOOMED / "train-dpo").write_text("in the way on purpose\n")
+    ids = _submit(slurm_cluster, out, "--constitution", f"sarcasm,{wry},{doomed}")
+    # a task pending on a dependency that can never be met would wait forever: report it instead of timing out
+    states = slurm_cluster.wait(ids, timeout=900, never_after=20)
     return out, ids, states
+
+
+def _tasks(slurm_cluster, job: str) -> dict[int, dict[str, str]]:
+    return {int(r["ArrayTaskId"]): r for r in slurm_cluster.jobs(job) if r.get("ArrayTaskId", "").isdigit()}
 
 
 def test_chain_of_job_arrays_completes_with_every_output(chain, slurm_cluster):
     out, ids, states = chain
     assert len(ids) == 5
-    assert len(states) == 5 * len(CONSTITUTIONS)
-    failed = {k: v for k, v in states.items() if v != "COMPLETED"}
+    assert len(states) == 5 * (len(CONSTITUTIONS) + 1), states
     logs = "\n".join(p.read_text()[-1500:] for p in sorted((out / "logs").glob("*.out")))
+    failed = {k: v for k, v in states.items() if v != "COMPLETED" and not k.endswith("_2")}
     assert not failed, f"{failed}\n{logs}"
-    # afterok: every job started after all tasks of the job before it had ended
-    records = {j: slurm_cluster.jobs(j) for j in ids}
+    # task to task (aftercorr): each constitution's task started after its own task in the job before had ended
+    tasks = {j: _tasks(slurm_cluster, j) for j in ids}
     for prev, nxt in zip(ids, ids[1:]):
-        assert min(r["StartTime"] for r in records[nxt]) >= max(r["EndTime"] for r in records[prev])
+        for i in range(len(CONSTITUTIONS)):
+            assert tasks[nxt][i]["StartTime"] >= tasks[prev][i]["EndTime"], (prev, nxt, i)
     for c in CONSTITUTIONS:
         for stage in STAGE_NAMES:
             m = read_manifest(out / "runs" / c / stage)
             assert m and m["status"] == "complete", f"{c}/{stage}: {m}"
         assert (out / "runs" / c / "merge" / "adapter_config.json").is_file()
         assert (out / "runs" / c / "eval" / "report.md").is_file()
-    assert len(list((out / "logs").glob("character-*-*_*.out"))) == 5 * len(CONSTITUTIONS)
+    # the doomed persona ran generate-dpo and failed in train-dpo: two logs more, none for what never ran
+    assert len(list((out / "logs").glob("character-*-*_*.out"))) == 5 * len(CONSTITUTIONS) + 2
     assert json.loads((out / "runs" / "slurm" / "jobs.json").read_text())["eval"] == ids[-1]
+
+
+def test_a_persona_that_fails_stops_alone_and_its_later_tasks_are_cancelled(chain, slurm_cluster):
+    out, ids, states = chain
+    doomed = {job: states[f"{job}_2"] for job in ids}
+    logs = "\n".join(p.read_text()[-1500:] for p in sorted((out / "logs").glob("*_2.out")))
+    assert doomed[ids[0]] == "COMPLETED", logs
+    assert doomed[ids[1]] == "FAILED", logs
+    assert "train-dpo" in (out / "logs" / f"character-train-dpo-{ids[1]}_2.out").read_text()
+    # not pending forever on a dependency that can never be met (afterok left every persona's later jobs so)
+    assert [doomed[j] for j in ids[2:]] == ["CANCELLED"] * 3, states
+    for job in ids[2:]:
+        assert _tasks(slurm_cluster, job)[2]["Reason"] == "DependencyNeverSatisfied"
+    assert read_manifest(out / "runs" / DOOMED / "dpo-data")["status"] == "complete"
+    for stage in ("reflection", "interaction", "sft-data", "train-sft", "merge", "eval"):
+        assert not (out / "runs" / DOOMED / stage).exists(), stage
 
 
 def _ran(out: Path, c: str) -> set[str]:

@@ -91,27 +91,37 @@ def _popen(args, log):
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-def test_kill_after_checkpoint_then_resume(tiny_llama_path, tmp_path):
+def test_kill_after_checkpoint_then_rerun_resumes_beside_the_finished_adapter(tiny_llama_path, tmp_path):
+    """A run of new settings over a finished adapter is killed after a checkpoint: the finished adapter stays in
+    place and complete; a plain rerun (no flag) continues from the checkpoint and swaps the new adapter in."""
     data = write_jsonl(tmp_path / "dpo.jsonl", dpo_rows(8))
     out = tmp_path / "run"
-    args = ["train", "dpo", "--model", tiny_llama_path, "--data", data, "--out", out, "--max_steps", "4",
-            "--save_steps", "1", *FAST_FLAGS]
+    common = ["train", "dpo", "--model", tiny_llama_path, "--data", data, "--out", out, "--save_steps", "1",
+              *FAST_FLAGS]
+    with open(tmp_path / "old.log", "w") as log:
+        assert _popen([*common, "--max_steps", "1"], log).wait(timeout=300) == 0, (tmp_path / "old.log").read_text()
+    old = {name: (out / name).read_bytes() for name in ("adapter_model.safetensors", "manifest.json")}
+
+    args = [*common, "--max_steps", "4"]
+    work = tmp_path / ".run.next"
     with open(tmp_path / "first.log", "w") as log:
         proc = _popen(args, log)
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
-            if (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file():
+            if (work / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file():
                 break
             time.sleep(0.2)
         assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         os.killpg(proc.pid, signal.SIGKILL)  # a preemption: no chance to clean up
         proc.wait()
-    # the killed run does not look finished
-    assert not (out / "adapter_config.json").exists()
-    assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+    # the finished adapter of the old settings is untouched; the killed run does not look finished
+    assert {name: (out / name).read_bytes() for name in old} == old
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert json.loads((work / "manifest.json").read_text())["status"] == "running"
+    assert not (work / "adapter_config.json").exists()
 
-    with open(tmp_path / "second.log", "w") as log:
-        assert _popen([*args, "--resume"], log).wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    with open(tmp_path / "second.log", "w") as log:  # the same command again: no --resume needed
+        assert _popen(args, log).wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 4
     assert metrics["resumed_from"] and int(metrics["resumed_from"].rsplit("-", 1)[1]) >= 2
@@ -120,7 +130,9 @@ def test_kill_after_checkpoint_then_resume(tiny_llama_path, tmp_path):
     # ... and the resumed run itself trained only the steps after its checkpoint
     done_after = 4 - int(metrics["resumed_from"].rsplit("-", 1)[1])
     assert (tmp_path / "second.log").read_text().count("{'loss'") == done_after
-    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["config"]["max_steps"] == 4
+    assert not work.exists() and not (tmp_path / ".run.old").exists()
 
 
 def test_two_process_cpu_ddp(tiny_llama_path, tmp_path, cli):
