@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from character import patches
 from character.errors import CharacterError
 
 MANIFEST = "manifest.json"
@@ -275,7 +276,7 @@ class StageDir:
         m.update({
             "status": "complete", "counts": counts or {}, "timings": timings or {},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "output_hash": _files_hash(self.path),
+            "output_hash": _files_hash(self.path), "patches": patches.active(),
         })
         m.update(extra)
         atomic_write_json(self.path / MANIFEST, m)

@@ -10,19 +10,21 @@ batch, one `x[rows] @ W[adapter].T`, and rows whose index is negative (no adapte
 worked out once per step, and layers whose weights are zero in every slot (vLLM wraps every supported layer, so
 an adapter of the attention projections still sends the MLP through LoRA) are skipped. `install()` swaps
 them in for the torch-ops versions (where `sgmv_*` and the CPU Punica wrapper look them up); it is called by the
-vLLM engine on CPU before the engine is built, applies once, and leaves vLLM untouched when the functions it
-replaces are not the ones it knows (another vLLM version). `CHARACTER_CPU_LORA_KERNELS=vllm` keeps vLLM's own.
+vLLM engine on CPU before the engine is built and applies once, as the patch `cpu-lora-kernels`
+(character/patches.py), which leaves vLLM untouched, with a warning, when the functions it replaces are not the
+ones it knows (another vLLM version). `CHARACTER_CPU_LORA_KERNELS=vllm` keeps vLLM's own.
 
     python -m pytest tests/engine/test_cpu_lora.py      # the same numbers as vLLM's versions, on random data
 """
 
 from __future__ import annotations
 
-import os
+import inspect
 
 import torch
 
-_INSTALLED = False
+from character import patches
+
 _BY_INDICES: dict[tuple, tuple] = {}  # (what, storage, rows, ...) -> (the indices seen, the value built from them)
 _BY_WEIGHTS: dict[tuple, tuple] = {}  # (what, storage, version, shape, ...) -> (the weights, kept alive, the value)
 
@@ -211,39 +213,45 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
 
 
 _vllm_add_lora_linear = None
+_ADD_LORA_LINEAR = ["self", "y", "x", "lora_a_stacked", "lora_b_stacked", "scale", "output_slices"]
 
 
 def install() -> bool:
     """Swap the grouped functions into vLLM's CPU LoRA path; True when they are (now or already) in place."""
-    global _INSTALLED
-    if _INSTALLED:
-        return True
-    if os.environ.get("CHARACTER_CPU_LORA_KERNELS", "").lower() == "vllm":
-        return False
-    try:
-        from vllm.lora.ops.torch_ops import lora_ops
-        from vllm.lora.punica_wrapper import punica_cpu
-    except ImportError:
-        return False
-    modules = (lora_ops, punica_cpu)
-    # only replace what we know: the functions must be vLLM's torch-ops ones (same module, same signature)
-    for name in _REPLACEMENTS:
-        for mod in modules:
+    return bool(patches.apply("cpu-lora-kernels"))
+
+
+def _parameters(fn) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+def check_kernels() -> str | None:
+    """Only replace what we know: vLLM's torch-ops functions (same module, same parameters) wherever the CPU path
+    looks them up, and a Punica wrapper whose add_lora_linear takes the arguments ours does."""
+    from vllm.lora.ops.torch_ops import lora_ops
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    for name, ours in _REPLACEMENTS.items():
+        for mod in (lora_ops, punica_cpu):
             fn = getattr(mod, name, None)
             if fn is None or getattr(fn, "__module__", "") != lora_ops.__name__:
-                return False
-            if fn.__code__.co_varnames[:fn.__code__.co_argcount] != \
-                    _REPLACEMENTS[name].__code__.co_varnames[:_REPLACEMENTS[name].__code__.co_argcount]:
-                return False
-    global _vllm_add_lora_linear
+                return f"{mod.__name__}.{name} is not {lora_ops.__name__}'s"
+            if _parameters(fn) != _parameters(ours):
+                return f"{mod.__name__}.{name} takes {_parameters(fn)}, not {_parameters(ours)}"
     original = getattr(punica_cpu.PunicaWrapperCPU, "add_lora_linear", None)
-    wanted = ("self", "y", "x", "lora_a_stacked", "lora_b_stacked", "scale", "output_slices")
-    if original is None or original.__code__.co_varnames[:len(wanted)] != wanted:
-        return False
+    if original is None or _parameters(original)[:len(_ADD_LORA_LINEAR)] != _ADD_LORA_LINEAR:
+        return f"PunicaWrapperCPU.add_lora_linear does not start with {_ADD_LORA_LINEAR}"
+    return None
+
+
+def swap_kernels() -> bool:
+    from vllm.lora.ops.torch_ops import lora_ops
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    global _vllm_add_lora_linear
     for name, fn in _REPLACEMENTS.items():
-        for mod in modules:
+        for mod in (lora_ops, punica_cpu):
             setattr(mod, name, fn)
-    _vllm_add_lora_linear = original
+    _vllm_add_lora_linear = punica_cpu.PunicaWrapperCPU.add_lora_linear
     punica_cpu.PunicaWrapperCPU.add_lora_linear = add_lora_linear
-    _INSTALLED = True
     return True

@@ -11,20 +11,22 @@ at top_p 0.95). Nucleus sampling only needs the tokens that carry the first p of
 
 So the kept set is vLLM's, up to float rounding at the boundary. Top-k alone already avoids sorting in vLLM
 (`apply_top_k_only`) and is passed through. `install()` swaps this in where vLLM's CPU sampler looks the function
-up; the vLLM engine calls it on CPU before it starts, it leaves vLLM alone when the function is not the one it
-knows, and `CHARACTER_CPU_SAMPLER=vllm` keeps vLLM's own.
+up; the vLLM engine calls it on CPU before it starts. As the patch `cpu-top-p-sampler` (character/patches.py) it
+leaves vLLM alone, with a warning, when the function is not the one it knows, and `CHARACTER_CPU_SAMPLER=vllm`
+keeps vLLM's own.
 
     python -m pytest tests/engine/test_cpu_sampling.py     # same kept sets as vLLM's function on random logits
 """
 
 from __future__ import annotations
 
-import os
+import inspect
 
 import torch
 
+from character import patches
+
 CANDIDATES = 256  # per row; nucleus sets at top_p 0.95 from a chat model are far smaller
-_INSTALLED = False
 _vllm_apply = None  # vLLM's own function: for top-k alone and for the rows this one cannot decide
 
 
@@ -68,25 +70,34 @@ def apply_top_k_top_p(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Ten
 
 def install() -> bool:
     """Swap `apply_top_k_top_p` into vLLM's sampler module; True when it is (now or already) in place."""
-    global _INSTALLED, _vllm_apply
-    if _INSTALLED:
-        return True
-    if os.environ.get("CHARACTER_CPU_SAMPLER", "").lower() == "vllm":
-        return False
-    try:
-        from vllm.v1.sample.ops import topk_topp_sampler as sampler
-    except ImportError:
-        return False
+    return bool(patches.apply("cpu-top-p-sampler"))
+
+
+def check_sampler() -> str | None:
+    """The sampler must look up vLLM's own `apply_top_k_top_p(logits, k, p)` in its module, and the sort-based
+    version it falls back to must take `allow_cpu_sync`."""
+    from vllm.v1.sample.ops import topk_topp_sampler as sampler
+
     current = getattr(sampler, "apply_top_k_top_p", None)
-    pytorch_version = getattr(sampler, "apply_top_k_top_p_pytorch", None)
-    if (current is None or pytorch_version is None or getattr(current, "__module__", "") != sampler.__name__
-            or current.__code__.co_varnames[:3] != ("logits", "k", "p")):
-        return False
+    if current is None or getattr(current, "__module__", "") != sampler.__name__:
+        return f"{sampler.__name__}.apply_top_k_top_p is not vLLM's own"
+    if list(inspect.signature(current).parameters)[:3] != ["logits", "k", "p"]:
+        return f"{sampler.__name__}.apply_top_k_top_p does not take (logits, k, p)"
+    fallback = getattr(sampler, "apply_top_k_top_p_pytorch", None)
+    if fallback is None or "allow_cpu_sync" not in inspect.signature(fallback).parameters:
+        return f"{sampler.__name__}.apply_top_k_top_p_pytorch(..., allow_cpu_sync) is gone"
+    return None
+
+
+def swap_sampler() -> bool:
+    from vllm.v1.sample.ops import topk_topp_sampler as sampler
+
+    global _vllm_apply
+    pytorch_version = sampler.apply_top_k_top_p_pytorch
 
     def vllm_apply(logits, k, p):
         return pytorch_version(logits, k, p, allow_cpu_sync=True)
 
     _vllm_apply = vllm_apply
     sampler.apply_top_k_top_p = apply_top_k_top_p
-    _INSTALLED = True
     return True

@@ -67,8 +67,8 @@ class TrainConfig:
     keep_checkpoints: bool = field(False, help="keep OUT/checkpoints after a successful run", hash=False)
     logging_steps: int = field(1, help="log metrics every N steps", hash=False)
     report_to: Literal["none", "wandb", "tensorboard"] = field("none", help="experiment tracker", hash=False)
-    launcher: str = field("none", help="none (this process), single, ddp, zero2, zero3 or cpu: run through "
-                                       "`accelerate launch` with the shipped config", hash=False)
+    launcher: str = field("none", help="none (this process), single, ddp, zero2, zero3, fsdp or cpu: "
+                                       "run through `accelerate launch` with the shipped config", hash=False)
     num_processes: int = field(0, help="processes for the launcher (0: the config's default)", hash=False)
     launcher_args: str = field("", help="extra `accelerate launch` flags, e.g. multi-node rendezvous", hash=False)
 
@@ -189,10 +189,32 @@ def skip_lora_input_casts(trainer) -> int:
     torch profile of an 8B DPO step on an H200 (r64 on all linear layers), copy kernels, mostly these, took 11%
     of the GPU time. Without torch autocast nothing changes: the input is cast as before. DeepSpeed and FSDP
     manage precision themselves, not through autocast, so they are left alone too. Returns the number of LoRA
-    layers changed."""
+    layers changed. The patch `lora-input-casts` (character/patches.py): a PEFT whose cast changed keeps it."""
+    from character import patches
+
     if not trainer.args.bf16 or getattr(trainer, "is_deepspeed_enabled", False) or \
             getattr(trainer, "is_fsdp_enabled", False):
         return 0
+    return patches.apply("lora-input-casts", trainer) or 0
+
+
+def check_lora_input_casts() -> str | None:
+    """PEFT's LoRA layers must cast their input in `_cast_input_dtype`, which reads `cast_input_dtype_enabled`."""
+    import inspect
+
+    from peft.tuners.lora.layer import Linear, LoraLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if "cast_input_dtype_enabled" not in inspect.getsource(LoraLayer.__init__):
+        return "LoraLayer has no cast_input_dtype_enabled flag"
+    if "cast_input_dtype_enabled" not in inspect.getsource(BaseTunerLayer._cast_input_dtype):
+        return "BaseTunerLayer._cast_input_dtype no longer reads cast_input_dtype_enabled"
+    if "_cast_input_dtype(" not in inspect.getsource(Linear.forward):
+        return "lora.Linear.forward no longer casts through _cast_input_dtype"
+    return None
+
+
+def disable_lora_input_casts(trainer) -> int:
     layers = [m for m in trainer.model.modules() if hasattr(m, "cast_input_dtype_enabled")]
     for m in layers:
         m.cast_input_dtype_enabled = False
@@ -337,6 +359,7 @@ def summarize(trainer, counts: dict, keys: tuple[str, ...]) -> dict:
     return {
         "global_step": trainer.state.global_step,
         "world_size": world_size(),
+        "distributed": str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1],  # e.g. FSDP, DEEPSPEED
         "counts": counts,
         "first": {k: v[0] for k, v in series.items()},
         "last": {k: v[-1] for k, v in series.items()},

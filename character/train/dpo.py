@@ -71,18 +71,43 @@ def _trainer_class():
 def _fast_model_hash():
     """TRL keys its cache of precomputed reference log-probs on `hash_module(model)`, which copies every weight to
     the host as float32 and SHA-256s the bytes: 32 GB and over a minute for an 8B model on a GPU, longer than the
-    precompute itself. Swap in `weights_fingerprint` while DPOTrainer.__init__ runs."""
-    from trl.trainer import dpo_trainer
+    precompute itself. Swap in `weights_fingerprint` while DPOTrainer.__init__ runs (the patch
+    `fast-reference-hash`, character/patches.py)."""
+    from character import patches
 
-    original = getattr(dpo_trainer, "hash_module", None)
-    if original is None:  # TRL changed: nothing to swap
-        yield
-        return
-    dpo_trainer.hash_module = weights_fingerprint
+    restore = patches.apply("fast-reference-hash")
     try:
         yield
     finally:
+        if restore:
+            restore()
+
+
+def check_reference_hash() -> str | None:
+    """DPOTrainer must still hash the model with the `hash_module(module)` it imports into its own module."""
+    import inspect
+
+    from trl.trainer import dpo_trainer
+
+    original = getattr(dpo_trainer, "hash_module", None)
+    if original is None or list(inspect.signature(original).parameters) != ["module"]:
+        return "trl.trainer.dpo_trainer.hash_module(module) is gone"
+    if "hash_module(" not in inspect.getsource(dpo_trainer.DPOTrainer.__init__):
+        return "DPOTrainer.__init__ no longer calls hash_module"
+    return None
+
+
+def swap_reference_hash():
+    """Put `weights_fingerprint` in; returns the function that puts TRL's back."""
+    from trl.trainer import dpo_trainer
+
+    original = dpo_trainer.hash_module
+    dpo_trainer.hash_module = weights_fingerprint
+
+    def restore():
         dpo_trainer.hash_module = original
+
+    return restore
 
 
 _CHUNK = 1 << 24

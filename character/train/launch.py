@@ -7,7 +7,8 @@
 
 The resolved config travels as a YAML file, so every worker sees exactly the settings of the first call; the
 environment variable CHARACTER_LAUNCHED stops the workers from launching again. Configs: single, ddp, zero2,
-zero3 (DeepSpeed) and cpu (several processes on CPU over gloo).
+zero3 (DeepSpeed), fsdp (PyTorch FSDP 2; GPUs only: without CUDA the trainer runs data-parallel, `MULTI_CPU`)
+and cpu (several processes on CPU over gloo).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from character.artifacts import atomic_write_text
 from character.config import suggest, to_dict
 from character.errors import CharacterError
 
-LAUNCHERS = ("none", "single", "ddp", "zero2", "zero3", "cpu")
+LAUNCHERS = ("none", "single", "ddp", "zero2", "zero3", "fsdp", "cpu")
 ENV_FLAG = "CHARACTER_LAUNCHED"
 
 
@@ -51,7 +52,7 @@ def launch(cfg, command: str) -> Path:
     atomic_write_text(spec, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file(cfg.launcher))]
     processes = cfg.num_processes
-    if not processes and cfg.launcher in ("ddp", "zero2", "zero3"):
+    if not processes and cfg.launcher in ("ddp", "zero2", "zero3", "fsdp"):
         import torch  # one process per visible GPU of this node
 
         processes = torch.cuda.device_count() or 0

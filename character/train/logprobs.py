@@ -9,14 +9,19 @@ GEMMs in float32. On a CPU that head is half of a DPO step (measured on smollm2-
 per block of tokens, as the model's own autocast forward computes them, and the softmax statistics are taken in
 float32. Only the log-sum-exp is kept; the backward recomputes the block's logits. The outputs are the same fields
 TRL reads (log-probs, entropy, mean logit, top-1). Anything unusual falls back to TRL's head: a GPU, a trainable or
-biased LM head, soft-capped or scaled logits, pre-shifted labels, router logits, a multimodal model.
+biased LM head, soft-capped or scaled logits, pre-shifted labels, router logits, a multimodal model. It is the patch
+`answer-logprobs` (character/patches.py): a TRL whose fused head changed keeps its own, with a warning.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import types
 
 import torch
+
+from character import patches
 
 # Elements of one float32 logits block (tokens x vocabulary): 32M = 128 MB, e.g. 682 tokens of a 49k vocabulary
 BLOCK_ELEMENTS = 1 << 25
@@ -78,11 +83,32 @@ def _unsupported(model, hidden_device: torch.device) -> bool:
 
 def install(model) -> bool:
     """Route `model(..., labels=..., fused_lm_head=True)` through AnswerLogProbs on CPU (call after TRL patched
-    the model with `add_fused_lm_head`). Returns False, changing nothing, when this TRL has no fused head."""
-    try:
-        from trl.trainer.utils import FusedCausalLMOutput
-    except ImportError:
-        return False
+    the model with `add_fused_lm_head`). Returns False, changing nothing, when this TRL's fused head changed."""
+    return bool(patches.apply("answer-logprobs", model))
+
+
+_FIELDS = {"loss", "log_probs", "entropy", "mean_logits", "is_top1", "label_mask"}
+
+
+def check_fused_head() -> str | None:
+    """TRL must still add its fused head with `add_fused_lm_head`, call it as `fused_lm_head=True` in DPO, and
+    return the fields we fill."""
+    from trl.trainer import dpo_trainer
+    from trl.trainer.utils import FusedCausalLMOutput, add_fused_lm_head
+
+    missing = _FIELDS - {f.name for f in dataclasses.fields(FusedCausalLMOutput)}
+    if missing:
+        return f"FusedCausalLMOutput has no {sorted(missing)}"
+    if "outputs" not in inspect.signature(add_fused_lm_head).parameters:
+        return "add_fused_lm_head takes no `outputs`"
+    if "fused_lm_head=True" not in inspect.getsource(dpo_trainer.DPOTrainer):
+        return "DPOTrainer no longer calls the model with fused_lm_head=True"
+    return None
+
+
+def route_forward(model) -> bool:
+    from trl.trainer.utils import FusedCausalLMOutput
+
     fused_forward = model.forward  # TRL's, which falls back to the original forward without fused_lm_head
 
     def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None,

@@ -250,36 +250,36 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         return records
 
     def states(self, job_id: str) -> dict[str, str]:
-        """'<jobid>' or '<arrayjob>_<task>' -> state for every task of a job; a task pending on a dependency
-        that can never be met reads 'PENDING (DependencyNeverSatisfied)'."""
+        """'<jobid>' or '<arrayjob>_<task>' -> state for every task of a job; a task pending on a dependency reads
+        'PENDING (Dependency)', or 'PENDING (DependencyNeverSatisfied)' when that dependency failed."""
         out = {}
         for rec in self.jobs(job_id):
             key = rec.get("JobId", job_id)
             if rec.get("ArrayTaskId"):
                 key = f"{rec['ArrayJobId']}_{rec['ArrayTaskId']}"
             state = rec.get("JobState", "UNKNOWN")
-            if state == "PENDING" and rec.get("Reason") == NEVER:
-                state = f"PENDING ({NEVER})"
+            if state == "PENDING" and rec.get("Reason") in ("Dependency", NEVER):
+                state = f"PENDING ({rec['Reason']})"
             out[key] = state
         return out
 
     def wait(self, job_ids: list[str], timeout: float = 300, never_after: float | None = None) -> dict[str, str]:
         """Wait until every task of these jobs reached a final state; returns task -> state. With `never_after`,
-        a task pending on a dependency that can never be met for that many seconds counts as final (it would
-        wait forever), so a test sees it at once instead of timing out."""
+        also return once for that many seconds every other task has been pending on a dependency and one of them
+        on a dependency that can never be met: they would wait forever, and a test sees it at once."""
         deadline = time.time() + timeout
         stuck_since: float | None = None
         while True:
             states: dict[str, str] = {}
             for j in job_ids:
                 states.update(self.states(j))
-            stuck = {k for k, s in states.items() if s == f"PENDING ({NEVER})"}
-            if not stuck:
-                stuck_since = None
-            elif stuck_since is None:
-                stuck_since = time.time()
-            settled = states and all("[" not in k and (s in FINAL_STATES or k in stuck) for k, s in states.items())
-            if settled and (not stuck or (never_after is not None and time.time() - stuck_since >= never_after)):
+            waiting = {k for k, s in states.items() if s not in FINAL_STATES}
+            if states and not waiting and not any("[" in k for k in states):
+                return states
+            stuck = (never_after is not None and f"PENDING ({NEVER})" in states.values()
+                     and all(states[k].startswith("PENDING (Dependency") for k in waiting))
+            stuck_since = (stuck_since or time.time()) if stuck else None
+            if stuck and time.time() - stuck_since >= never_after:
                 return states
             if time.time() > deadline:
                 raise TimeoutError(f"jobs not finished after {timeout:.0f} s: {states}\n{self.logs()}")

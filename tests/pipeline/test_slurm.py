@@ -70,6 +70,8 @@ def _tasks(slurm_cluster, job: str) -> dict[int, dict[str, str]]:
 def test_chain_of_job_arrays_completes_with_every_output(chain, slurm_cluster):
     out, ids, states = chain
     assert len(ids) == 5
+    pending = {k: v for k, v in states.items() if v.startswith("PENDING")}
+    assert not pending, f"left pending forever: {pending}"
     assert len(states) == 5 * (len(CONSTITUTIONS) + 1), states
     logs = "\n".join(p.read_text()[-1500:] for p in sorted((out / "logs").glob("*.out")))
     failed = {k: v for k, v in states.items() if v != "COMPLETED" and not k.endswith("_2")}
@@ -92,7 +94,7 @@ def test_chain_of_job_arrays_completes_with_every_output(chain, slurm_cluster):
 
 def test_a_persona_that_fails_stops_alone_and_its_later_tasks_are_cancelled(chain, slurm_cluster):
     out, ids, states = chain
-    doomed = {job: states[f"{job}_2"] for job in ids}
+    doomed = {job: states.get(f"{job}_2") for job in ids}
     logs = "\n".join(p.read_text()[-1500:] for p in sorted((out / "logs").glob("*_2.out")))
     assert doomed[ids[0]] == "COMPLETED", logs
     assert doomed[ids[1]] == "FAILED", logs

@@ -145,7 +145,8 @@ def test_two_process_cpu_ddp(tiny_llama_path, tmp_path, cli):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert r.stdout.count("saved adapter to") == 1  # rank 0 only
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["global_step"] == 3
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 3 and metrics["distributed"] == "MULTI_CPU"
     assert metrics["first"]["loss"] == pytest.approx(math.log(2), abs=1e-3)
     assert metrics["last"]["loss"] < math.log(2) - 0.05
     assert (out / "adapter_model.safetensors").is_file() and _lora_b_norm(out) > 0
+
