@@ -10,7 +10,10 @@ writes text) made once under --work. Each variant runs in its own process so mem
   does);
 - reload: for each adapter, start an engine, generate its prompts, shut it down;
 - merged (with --merged): each adapter merged into a full checkpoint, one plain engine per checkpoint (what
-  `character eval --lora_serving merged` does).
+  `character eval --lora_serving merged` does);
+- base: one engine without LoRA answering the same requests with the base model, the floor multi-LoRA is held
+  to: `lora_overhead` = multi-LoRA seconds / base seconds (`lora_overhead_per_token` the same per new token,
+  as the adapters' answers can be longer or shorter than the base model's).
 All go through character's engine interface with the same settings (enforce_eager on CPU). Timings include
 engine start. The last line is one JSON object with `multi_lora_vs_reload` = reload seconds / multi-LoRA seconds.
 
@@ -70,7 +73,13 @@ def run_variant(variant: str, base: str, adapters: list[str], n_prompts: int, ma
     systems = [System(f"a{i}", base, adapter=a) for i, a in enumerate(adapters)]
     t0 = time.time()
     texts, starts = [], 0
-    if variant == "merged":
+    if variant == "base":
+        plain = [System(s.name, base) for s in systems]  # the same requests, no adapter
+        engines = Engines(engine_cfg, [])
+        texts = engines.generate([(s, s.request(p)) for s in plain for p in prompts], sampling, label="base")
+        starts = engines.starts
+        engines.close()
+    elif variant == "merged":
         from character.evaluation.systems import merged_checkpoint
 
         for s in systems:
@@ -107,7 +116,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "character" / "bench-eval"))
     ap.add_argument("--merged", action="store_true", help="also time merged checkpoints, one plain engine each")
-    ap.add_argument("--variant", choices=["multi_lora", "reload", "merged"], help="(internal) run one variant and print JSON")
+    ap.add_argument("--variant", choices=["multi_lora", "reload", "merged", "base"],
+                    help="(internal) run one variant and print JSON")
     args = ap.parse_args()
 
     from character.models import resolve
@@ -121,7 +131,7 @@ def main() -> None:
         return
 
     results = {}
-    for variant in ("multi_lora", "reload") + (("merged",) if args.merged else ()):
+    for variant in ("base", "multi_lora", "reload") + (("merged",) if args.merged else ()):
         cmd = [sys.executable, __file__, "--variant", variant, "--model", args.model, "--adapters",
                str(args.adapters), "--prompts", str(args.prompts), "--max-tokens", str(args.max_tokens),
                "--work", args.work]
@@ -135,6 +145,9 @@ def main() -> None:
         "model": args.model, "adapters": args.adapters, "prompts": args.prompts, "max_tokens": args.max_tokens,
         "multi_lora_s": results["multi_lora"]["seconds"], "reload_s": results["reload"]["seconds"],
         "multi_lora_vs_reload": round(results["reload"]["seconds"] / results["multi_lora"]["seconds"], 2),
+        "base_s": results["base"]["seconds"],
+        "lora_overhead": round(results["multi_lora"]["seconds"] / results["base"]["seconds"], 2),
+        "lora_overhead_per_token": round(results["base"]["tokens_per_s"] / results["multi_lora"]["tokens_per_s"], 2),
         "engine_starts": {k: v["engine_starts"] for k, v in results.items()},
         "tokens_per_s": {k: v["tokens_per_s"] for k, v in results.items()},
     }

@@ -12,6 +12,12 @@ scored on the held-out prompts' answers.
 Options: features (MiniLM embeddings, TF-IDF word or char n-grams, MiniLM + TF-IDF), the logistic regression's
 inverse regularisation C (1 or 10), training prompts per persona, and classes (all personas, or only the target,
 default and a few others). The last line is one JSON object.
+
+Measured here (2-core AMD EPYC with AVX512-BF16, smollm2-135m, `--prompt-set eval --styles description`, 64 train
+and 24 held-out prompts, 2026-12-02; 1056 answers in 112 s, 6 min in all): held-out accuracy over the 12 classes
+at best 0.194 (MiniLM + TF-IDF, C = 10, 64 answers per class; chance 0.083), MiniLM alone with 24 answers 0.146;
+over 5 classes at best 0.375 (chance 0.200), MiniLM with 24 answers 0.300. No feature set or training size makes
+SmolLM2-135M's personas separable: the personas it plays are too alike, whatever reads them.
 """
 
 from __future__ import annotations

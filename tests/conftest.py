@@ -18,16 +18,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_collection_modifyitems(config, items):
+    """The one way a test says what it needs: `pytest.mark.gpu` (skipped without CUDA) and `pytest.mark.vllm`
+    (skipped without vLLM). A module that imports vLLM's internals at import time also starts with
+    `pytest.importorskip`, since that import runs before this hook."""
+    from character.engine.base import vllm_available
+
     try:
         import torch
 
         has_cuda = torch.cuda.is_available()
     except ImportError:
         has_cuda = False
+    has_vllm = vllm_available()
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    skip_vllm = pytest.mark.skip(reason="vllm is not installed")
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+        if "vllm" in item.keywords and not has_vllm:
+            item.add_marker(skip_vllm)
 
 
 @pytest.fixture(scope="session")

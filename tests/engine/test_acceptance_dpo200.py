@@ -14,13 +14,11 @@ import pytest
 
 from character.config import load
 from character.engine import EngineConfig, make_engine
-from character.engine.base import vllm_available
 from character.stages import run_dpo_data, run_prompts, run_student, run_teacher
 from character.stages.distill import DPODataConfig, StudentConfig, TeacherConfig
 from character.stages.prompts import PromptsConfig
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.acceptance,
-              pytest.mark.skipif(not vllm_available(), reason="vllm is not installed")]
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.acceptance]
 
 BUDGET_S = 600
 

@@ -6,7 +6,8 @@ import torch
 
 from character.engine import cpu_lora
 
-lora_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+lora_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")  # at import time, before the marker is read
+pytestmark = pytest.mark.vllm
 
 # vLLM's own functions, captured before install() can replace them in this process
 ORIGINAL = {name: getattr(lora_ops, name) for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("vllm")
+pytest.importorskip("vllm")  # imported below at import time, before the marker is read
+pytestmark = pytest.mark.vllm
 
 
 def _logits(rows: int, vocab: int, seed: int) -> torch.Tensor:

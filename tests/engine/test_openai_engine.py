@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from character.engine import EngineConfig, Request, Sampling, make_engine
-from character.engine.base import vllm_available
 from character.errors import CharacterError
 
 
@@ -30,8 +29,6 @@ def ask(text, **kw):
 
 @pytest.fixture(scope="module")
 def served(tiny_llama_path, tmp_path_factory):
-    if not vllm_available():
-        pytest.skip("vllm is not installed")
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_llama_path,

@@ -4,10 +4,8 @@ adapters served side by side in one engine. One vLLM engine for the whole module
 import pytest
 
 from character.engine import EngineConfig, Request, Sampling, make_engine
-from character.engine.base import vllm_available
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm,
-              pytest.mark.skipif(not vllm_available(), reason="vllm is not installed")]
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,7 @@ import time
 
 import pytest
 
-from character.engine.base import vllm_available
-
-pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.acceptance,
-              pytest.mark.skipif(not vllm_available(), reason="vllm is not installed")]
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.acceptance]
 
 BUDGET_S = 15 * 60
 

@@ -60,7 +60,6 @@ def test_merged_adapter_changes_transformers_output(trained, tiny_llama_path):
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_merged_adapter_loads_in_vllm(trained, tiny_llama_path, tmp_path):
-    pytest.importorskip("vllm")
     rank = json.loads((trained["merged"] / "merge.json").read_text())["rank"]
     script = tmp_path / "serve_lora.py"
     script.write_text(VLLM_SCRIPT)
