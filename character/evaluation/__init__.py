@@ -27,13 +27,14 @@ def _repeated_flag(name: str) -> list[str] | None:
 
 def _make_command():
     from character.config import load
-    from character.evaluation.runner import SUITES, EvalConfig, run_eval
+    from character.evaluation.runner import EvalConfig, run_eval
+    from character.evaluation.suites import CHOICES
 
     params = [inspect.Parameter("suite", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
     lines = ["Evaluate a base model, the base with adapters (one engine, multi-LoRA), or a merged model dir.",
              "", "Writes results.json, report.md and PNG plots into --out.", "", "Args:",
-             f"    suite: {', '.join(SUITES)}",
+             f"    suite: {', '.join(CHOICES)}",
              "    config: a YAML file with any of the options below (flags override it)"]
     from character.engine.base import EngineConfig, Sampling
 

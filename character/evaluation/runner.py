@@ -5,7 +5,9 @@ results.json, report.md and PNG plots into the out dir.
     character eval all --model smollm2-135m --adapter A --adapter B --out runs/eval
 
 `run_eval(cfg)` is the library entry (the pipeline calls it); it skips when the out dir's manifest matches.
-results.json holds only what the seed decides (same seed, same file); timings go to timings.json.
+It checks everything it can before any engine starts, then runs the suites of the registry (suites.py), each
+timed, and writes the report. results.json holds only what the seed decides (same seed, same file); timings go
+to timings.json.
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from typing import Literal
 from character.config import config_hash, field, suggest, to_dict
 from character.engine.base import EngineConfig, Sampling
 from character.errors import CharacterError
-
-SUITES = ("preferences", "robustness", "prefill", "coherence", "capability", "all")
-Suite = Literal["preferences", "robustness", "prefill", "coherence", "capability", "all"]
+from character.evaluation import suites as registry
 
 
 @dataclass
 class EvalConfig(EngineConfig, Sampling):
     """Evaluate a base model, the base with adapters (one engine, multi-LoRA), or a merged model dir."""
 
-    suite: Suite = field("preferences", help="preferences, robustness, prefill, coherence, capability or all")
+    suite: str = field("preferences", help=f"{', '.join(registry.SUITES)} or all")
     adapter: list[str] = field(help="PEFT adapter dirs served on top of --model (repeat --adapter or comma-separate)",
                                factory=list)
     baseline: str | None = field(None, help="another full model to compare against (e.g. the base of a merged "
@@ -79,14 +79,23 @@ class EvalConfig(EngineConfig, Sampling):
     out: str = field("runs/eval", help="output directory", hash=False)
 
     def __post_init__(self):
-        super().__post_init__()
+        problems = []
+        try:
+            super().__post_init__()
+        except ValueError as e:
+            problems.append(str(e))
+        if self.suite not in registry.CHOICES:
+            problems.append(f"'suite': must be one of {', '.join(registry.CHOICES)}"
+                            f"{suggest(self.suite, registry.CHOICES)}")
         for name in ("comparisons", "bootstrap", "classifier_prompts", "robustness_prompts", "coherence_prompts"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                problems.append(f"{name} must be >= 1")
         if self.permutations < 0:
-            raise ValueError("permutations must be >= 0")
+            problems.append("permutations must be >= 0")
         if self.seed is None:
-            raise ValueError("seed must be set: evaluations are reproducible by seed")
+            problems.append("seed must be set: evaluations are reproducible by seed")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 def _check_names(names: list[str], known, what: str) -> None:
@@ -138,6 +147,49 @@ def load_constitution(cfg: EvalConfig):
     return C.load(cfg.constitution)
 
 
+def check_before_engines(cfg: EvalConfig, suites: list[str], systems: list, const) -> None:
+    """Every check that needs no engine, so that bad input fails in a second, not after a model load."""
+    from character import constitution as C
+    from character.evaluation import data
+
+    for name in suites:
+        suite = registry.SUITES[name]
+        if suite.needs_constitution and len(systems) > 1 and const is None:
+            raise CharacterError(f"{registry.section_of(name)}: give --constitution so the trained systems' "
+                                 "answers can be labelled with the persona they were trained for")
+    for name in suites:
+        if registry.SUITES[name].check is not None:
+            registry.SUITES[name].check(cfg)
+    _check_names(cfg.suffixes, [s["id"] for s in data.robustness_settings()["suffixes"]], "suffix")
+    _check_names(cfg.personas, C.available(), "persona")
+
+
+def judge_factories(cfg: EvalConfig, engines, base: str):
+    """(embedding_judge, llm_judge): the first loads MiniLM once, the second makes an LLM judge on
+    --judge_model (default: the base) served by `engines`."""
+    embed_judge = None
+
+    def embedding_judge():
+        nonlocal embed_judge
+        if embed_judge is None:
+            from character.evaluation.judges import EmbeddingJudge
+
+            embed_judge = EmbeddingJudge(cfg.embedding_model)
+        return embed_judge
+
+    def llm_judge():
+        from character.evaluation.judges import LLMJudge
+        from character.evaluation.systems import EngineJudgeAdapter
+        from character.models import resolve
+
+        judge_model = resolve(cfg.judge_model) if cfg.judge_model else base
+        j = LLMJudge(EngineJudgeAdapter(engines, judge_model), mode=cfg.judge_mode)
+        j.model = judge_model
+        return j
+
+    return embedding_judge, llm_judge
+
+
 def run_eval(cfg: EvalConfig) -> Path:
     from character.artifacts import (
         StageDir,
@@ -150,24 +202,10 @@ def run_eval(cfg: EvalConfig) -> Path:
     from character.evaluation import data
     from character.resources import data_path
 
-    if cfg.suite not in SUITES:
-        raise CharacterError(f"suite '{cfg.suite}' is unknown{suggest(cfg.suite, SUITES)}; use one of {', '.join(SUITES)}")
     base, systems = prepare_systems(cfg)
     const = load_constitution(cfg)
-    suites = ["preferences", "robustness", "prefill", "coherence", "capability"] if cfg.suite == "all" else [cfg.suite]
-    if any(s in suites for s in ("robustness", "prefill")) and len(systems) > 1 and const is None:
-        raise CharacterError("robustness: give --constitution so the trained systems' answers can be labelled "
-                             "with the persona they were trained for")
-    if cfg.harness_tasks and "capability" in suites:
-        import importlib.util
-
-        if importlib.util.find_spec("lm_eval") is None:
-            raise CharacterError("harness_tasks: lm-evaluation-harness is not installed; `pip install lm-eval` "
-                                 "or leave --harness_tasks empty")
-    _check_names(cfg.suffixes, [s["id"] for s in data.robustness_settings()["suffixes"]], "suffix")
-    from character import constitution as C
-
-    _check_names(cfg.personas, C.available(), "persona")
+    suites = registry.selected(cfg.suite)
+    check_before_engines(cfg, suites, systems, const)
 
     out = StageDir(cfg.out, "eval")
     cfg_dict = {k: v for k, v in to_dict(cfg).items() if k != "out"}
@@ -197,9 +235,7 @@ def run_eval(cfg: EvalConfig) -> Path:
     serving = resolve_lora_serving(cfg) if any(adapter_of.values()) else "none"
     if serving == "merged":
         systems = serve_merged(systems)
-    engine_cfg = subset(cfg, EngineConfig)
-    engine_cfg = dataclasses.replace(engine_cfg, model=base)
-    sampling = subset(cfg, Sampling)
+    engine_cfg = dataclasses.replace(subset(cfg, EngineConfig), model=base)
     engines = Engines(engine_cfg, [s.adapter for s in systems if s.adapter], cache_dir=out.path / "cache",
                       score_backend=cfg.score_backend)
     results: dict = {"suite": cfg.suite, "config": cfg_dict, "config_hash": h, "seed": cfg.seed,
@@ -207,25 +243,7 @@ def run_eval(cfg: EvalConfig) -> Path:
                      "lora_serving": serving,
                      "versions": versions(), "git_commit": git_commit(), "inputs": inputs}
     timings: dict = {}
-    embed_judge = None
-
-    def embedding_judge():
-        nonlocal embed_judge
-        if embed_judge is None:
-            from character.evaluation.judges import EmbeddingJudge
-
-            embed_judge = EmbeddingJudge(cfg.embedding_model)
-        return embed_judge
-
-    def llm_judge():
-        from character.evaluation.judges import LLMJudge
-        from character.evaluation.systems import EngineJudgeAdapter
-        from character.models import resolve
-
-        judge_model = resolve(cfg.judge_model) if cfg.judge_model else base
-        j = LLMJudge(EngineJudgeAdapter(engines, judge_model), mode=cfg.judge_mode)
-        j.model = judge_model
-        return j
+    embedding_judge, llm_judge = judge_factories(cfg, engines, base)
 
     from character.evaluation import provenance
 
@@ -237,68 +255,16 @@ def run_eval(cfg: EvalConfig) -> Path:
     results["teacher_separation"] = _teacher_separation(lineages)
     marked_choice = (constitution_traits(const, embedding_judge, results["teacher_separation"])
                      if const is not None else None)
-    marked = marked_choice["traits"] if marked_choice else []
 
+    ctx = registry.SuiteContext(cfg=cfg, engines=engines, systems=systems, prompts=prompts,
+                                sampling=subset(cfg, Sampling), suites=suites, embedding_judge=embedding_judge,
+                                llm_judge=llm_judge, constitution=const, marked_choice=marked_choice, control=control,
+                                results=results)
     try:
-        if "preferences" in suites:
+        for section, suite in registry.sections(suites).items():
             t0 = time.time()
-            from character.evaluation import preferences
-            from character.evaluation.judges import reliability
-
-            judge = embedding_judge() if cfg.judge == "embedding" else llm_judge()
-            vocab = list(data.traits())
-            template = data.preference_templates()["conditions"][cfg.condition]
-            section = preferences.run(engines, systems, judge, vocab=vocab, prompts=prompts,
-                                      condition=cfg.condition, template=template, comparisons=cfg.comparisons,
-                                      seed=cfg.seed, sampling=sampling, n_boot=cfg.bootstrap, l2=cfg.bt_l2,
-                                      marked=marked, num_traits=cfg.num_traits, n_perm=cfg.permutations)
-            section["marked_from"] = marked_choice["source"] if marked_choice else None
-            if marked_choice and marked_choice.get("candidates"):
-                section["marked_candidates"] = marked_choice["candidates"]
-            section["judge"] = {"kind": cfg.judge, "mode": cfg.judge_mode if cfg.judge == "llm" else None,
-                                "model": getattr(judge, "model", None) if cfg.judge == "llm" else cfg.embedding_model}
-            if cfg.reliability:
-                rel = reliability(judge, n_distractors=5 if cfg.judge == "embedding" else 2, seed=cfg.seed)
-                section["judge_reliability"] = rel
-                # a judge no better than a coin makes every shift below unreadable: say so before anything else
-                section["inconclusive"] = bool(rel["ci95"][0] <= 0.5)
-            if control is not None:
-                section["control"] = {"path": str(Path(cfg.control).resolve()),
-                                      **preferences.compare_to_control(section, control, n_boot=max(cfg.bootstrap, 500),
-                                                                       seed=cfg.seed, l2=cfg.bt_l2,
-                                                                       n_perm=cfg.permutations)}
-            results["preferences"] = section
-            timings["preferences_s"] = round(time.time() - t0, 1)
-
-        if "robustness" in suites or "prefill" in suites:
-            t0 = time.time()
-            results.update(_robustness(cfg, engines, systems[0].model, systems, const, prompts, sampling, embedding_judge(),
-                                       suites))
-            timings["robustness_s"] = round(time.time() - t0, 1)
-
-        if "coherence" in suites:
-            t0 = time.time()
-            from character.evaluation import coherence
-
-            if len(systems) < 2:
-                raise CharacterError("coherence compares systems: give --adapter (or --baseline)")
-            rng_prompts = _sample(prompts, cfg.coherence_prompts, cfg.seed + 1)
-            results["coherence"] = coherence.run(engines, systems, llm_judge(), rng_prompts, sampling)
-            timings["coherence_s"] = round(time.time() - t0, 1)
-
-        if "capability" in suites:
-            t0 = time.time()
-            from character.evaluation import capability
-
-            qs = data.capability_questions()
-            if cfg.capability_questions:
-                qs = qs[:cfg.capability_questions]
-            results["capability"] = capability.run(engines, systems, qs, cfg.seed)
-            if cfg.harness_tasks:
-                engines.close()
-                results["capability"]["harness"] = capability.run_harness(systems, cfg.harness_tasks,
-                                                                          cfg.harness_limit or None)
-            timings["capability_s"] = round(time.time() - t0, 1)
+            results[section] = suite.run(ctx)
+            timings[f"{section}_s"] = round(time.time() - t0, 1)
     finally:
         engines.close()
     timings["engine_starts"] = engines.starts
@@ -323,12 +289,6 @@ def _prompt_file(path: str) -> list[str]:
     from character.artifacts import read_jsonl
 
     return [r["prompt"] for r in read_jsonl(path)]
-
-
-def _sample(items: list, n: int, seed: int) -> list:
-    import random
-
-    return random.Random(seed).sample(items, min(n, len(items)))
 
 
 def constitution_traits(const, embedding_judge, separation: dict | None = None, k: int = 5) -> dict:
@@ -372,34 +332,3 @@ def _load_control(path: str) -> dict:
         raise CharacterError(f"control '{path}': its results.json has no per-comparison preference outcomes of a "
                              "trained system; rerun that eval with this version (suite preferences, with an adapter)")
     return pref
-
-
-def _robustness(cfg, engines, base, systems, const, prompts, sampling, embed_judge, suites) -> dict:
-    from character import constitution as C
-    from character.evaluation import data, robustness
-    from character.evaluation.systems import System
-
-    names = cfg.personas or C.available()
-    personas = {n: C.load(n) for n in names}
-    if const is not None and const.name not in personas:
-        personas[const.name] = const
-    if len(personas) < 2:
-        raise CharacterError("robustness: the classifier needs at least two personas; list more with --personas")
-    settings = data.robustness_settings()
-    suffixes = [s for s in settings["suffixes"] if not cfg.suffixes or s["id"] in cfg.suffixes]
-    train, test = robustness.split_prompts(prompts, cfg.classifier_prompts, cfg.robustness_prompts, cfg.seed)
-    clf, n_train, train_acc = robustness.train_classifier(engines, base, personas, train, sampling,
-                                                          embed_judge.encode, cfg.classifier_features,
-                                                          cfg.persona_prompt)
-    # every system but the reference is a trained one (adapter, merged adapter, or the merged --model against a
-    # --baseline): it should show the constitution's persona
-    trained = [System(s.name, s.model, s.adapter, label=const.name if const else None) for s in systems[1:]]
-    adapters = [s for s in trained if s.label]
-    section = robustness.run(engines, clf, base=base, personas=personas, adapters=adapters, test_prompts=test,
-                             suffixes=suffixes, sampling=sampling, do_robustness="robustness" in suites,
-                             do_prefill="prefill" in suites, followup=settings.get("prefill_followup", "Keep going."),
-                             style=cfg.persona_prompt, n_boot=cfg.bootstrap, seed=cfg.seed)
-    section["classifier"] = {"train_answers": n_train, "train_accuracy": train_acc, "features": cfg.classifier_features,
-                             "persona_prompt": cfg.persona_prompt,
-                             "embedding_model": cfg.embedding_model if "minilm" in cfg.classifier_features else None}
-    return {"robustness": section}

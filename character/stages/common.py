@@ -1,4 +1,16 @@
-"""What every data stage shares: the config base, prompt sources, sharded resumable generation, summaries.
+"""What every data stage shares: the config base, the stage lifecycle, prompt sources, sharded resumable
+generation, summaries. Stages import from here, never from each other.
+
+Every stage runs inside `stage_run`, which owns the skeleton (skip a finished result, begin, time, finish, print
+the summary) so that a stage keeps only its own work::
+
+    with stage_run(cfg, "teacher", inputs) as run:
+        if run.done:                        # complete for these settings and inputs; nothing to do
+            return run.path
+        lazy = run.engine(engine)           # started on first use, closed and timed by stage_run
+        timings = run_sharded(run.out, items, cfg.shard_size, work, "teacher")
+        run.record(counts, timings, models={"teacher": cfg.model})
+    return run.path                         # the final directory
 
 A generating stage's config inherits every `EngineConfig` and `Sampling` field (so `--model`, `--backend`,
 `--temperature`, `--max_tokens`, `--n`, `--seed` are flags of each) and adds its own. `run_sharded` walks the
@@ -8,6 +20,7 @@ and seeds follow the item's global index, so a resumed run writes what an uninte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -15,11 +28,11 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from character.artifacts import StageDir, read_jsonl
-from character.config import config_hash, field
+from character.config import config_hash, field, to_dict
 from character.engine.base import Engine, EngineConfig, Sampling, make_engine, subset
 from character.errors import CharacterError
 from character.resources import data_path
@@ -51,13 +64,6 @@ def sampling_config(cfg, **changes) -> Sampling:
     return dataclasses.replace(subset(cfg, Sampling), **changes)
 
 
-def already_done(out: StageDir, cfg, inputs: dict) -> bool:
-    if out.is_complete(config_hash(cfg), inputs):
-        print(f"{out.stage}: {out.path} is complete for these settings and inputs; nothing to do", file=sys.stderr)
-        return True
-    return False
-
-
 class LazyEngine:
     """The engine a stage uses, started only when a shard needs work (a finished rerun starts none)."""
 
@@ -76,6 +82,76 @@ class LazyEngine:
         if self.owned and self.engine is not None:
             self.engine.close()
             self.engine = None
+
+
+def require_finished(path: str | Path, stage: str) -> StageDir:
+    """The finished output of `stage` at `path` (an input of a later stage); a one-line error if it is not one."""
+    sd = StageDir(Path(path).expanduser(), stage)
+    m = sd.manifest
+    if not m or m.get("stage") != stage or m.get("status") != "complete":
+        raise CharacterError(f"{stage} '{path}': not a finished {stage} stage directory; run "
+                             f"`character generate {stage} --out {path}` first")
+    return sd
+
+
+@dataclasses.dataclass(slots=True)
+class StageRun:
+    """One run of a stage, as `stage_run` yields it. `done`: a finished result matches the settings and inputs, so
+    the body returns `path` at once. Otherwise the body writes into `out` (only through `out.path`, which `begin`
+    may point at a staging directory) and hands its results to `record`."""
+
+    cfg: object
+    out: StageDir
+    done: bool
+    counts: dict = dataclasses.field(default_factory=dict)
+    timings: dict = dataclasses.field(default_factory=dict)
+    summary: dict | None = None
+    manifest: dict = dataclasses.field(default_factory=dict)
+    lazy: LazyEngine | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.out.path
+
+    def engine(self, engine: Engine | None = None) -> LazyEngine:
+        """The stage's engine, started on first use; `stage_run` closes it and records its start time."""
+        self.lazy = LazyEngine(self.cfg, engine)
+        return self.lazy
+
+    def record(self, counts: dict, timings: dict | None = None, summary: dict | None = None, **manifest) -> None:
+        """What `finish` writes: counts, timings (`total_s` is added) and other manifest fields; `summary`: the
+        counts the closing line prints, when not all of them."""
+        assert not self.done, "a finished stage has nothing to record: return when run.done"
+        self.counts, self.timings, self.summary, self.manifest = counts, dict(timings or {}), summary, manifest
+
+
+@contextlib.contextmanager
+def stage_run(cfg, name: str, inputs: dict, fresh: bool = False) -> Iterator[StageRun]:
+    """Run stage `name` into `cfg.out`: see the module docstring. `fresh`: drop shards a killed run of the same
+    settings left (for stages that rebuild everything at once, whose filters are global)."""
+    out = stage_dir(cfg, name)
+    cfg_hash = config_hash(cfg)
+    if out.is_complete(cfg_hash, inputs):
+        print(f"{name}: {out.path} is complete for these settings and inputs; nothing to do", file=sys.stderr)
+        yield StageRun(cfg, out, done=True)
+        return
+    t0 = time.time()
+    out.begin(to_dict(cfg), cfg_hash, inputs)
+    if fresh:
+        for p in out.shards():
+            p.unlink()
+    run = StageRun(cfg, out, done=False)
+    try:
+        yield run
+    finally:
+        if run.lazy is not None:
+            run.lazy.close()
+    secs = time.time() - t0
+    timings = {**run.timings, "total_s": round(secs, 2)}
+    if run.lazy is not None:
+        timings["engine_start_s"] = round(run.lazy.started_s, 2)
+    out.finish(counts=run.counts, timings=timings, **run.manifest)
+    summarize(name, run.counts if run.summary is None else run.summary, secs)
 
 
 def run_sharded(out: StageDir, items: list, shard_size: int, work: Callable[[list, int], list[dict]],

@@ -21,28 +21,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Literal
 
 from character import constitution as C
-from character.artifacts import MANIFEST, StageDir, atomic_write_json, content_hash, sha256_text
-from character.config import config_hash, field, to_dict
+from character.artifacts import MANIFEST, atomic_write_json, content_hash, sha256_text
+from character.config import field
 from character.engine.base import Engine, Request
 from character.errors import CharacterError
 from character.stages.common import (
     GenerateConfig,
-    LazyEngine,
-    already_done,
     load_prompt_source,
     model_display_name,
     problem_counts,
+    require_finished,
     run_sharded,
     sampling_config,
     seeded,
-    stage_dir,
-    summarize,
+    stage_run,
 )
 from character.stages.textfilters import leak_reason, looks_finished, strip_reasoning, swap_name
 
@@ -103,9 +100,7 @@ class StudentConfig(AnswerConfig):
 def prompt_items(cfg: AnswerConfig, con: C.Constitution) -> list[dict]:
     """The prompts teacher and student both answer: constitution (or prompts stage) first, then general ones."""
     if cfg.prompts:
-        from character.stages.prompts import read_prompts
-
-        rows = read_prompts(Path(cfg.prompts).expanduser())
+        rows = require_finished(cfg.prompts, "prompts").rows()
         trait_prompts = [(r["trait"], r["prompt"]) for r in rows]
     else:
         trait_prompts = [(t.trait, q) for t in con.traits for q in (*t.questions, *t.additional_questions)]
@@ -155,50 +150,42 @@ def run_student(cfg: StudentConfig, engine: Engine | None = None) -> Path:
 
 
 def _answer(cfg, con, stage: str, system: str | None, prefill: str | None, engine, extra: dict) -> Path:
-    t0 = time.time()
     items = prompt_items(cfg, con)
-    out = stage_dir(cfg, stage)
     inputs = {"constitution": con.hash(), "prompts": sha256_text("\n".join(i["prompt"] for i in items))}
-    if already_done(out, cfg, inputs):
-        return out.path
-    out.begin(to_dict(cfg), config_hash(cfg), inputs)
-    lazy = LazyEngine(cfg, engine)
-    sampling = sampling_config(cfg)
+    with stage_run(cfg, stage, inputs) as run:
+        if run.done:
+            return run.path
+        lazy = run.engine(engine)
+        sampling = sampling_config(cfg)
+        hint = f"\n\n{cfg.answer_hint.strip()}" if cfg.answer_hint.strip() else ""
 
-    hint = f"\n\n{cfg.answer_hint.strip()}" if cfg.answer_hint.strip() else ""
+        def work(chunk: list[dict], offset: int) -> list[dict]:
+            msgs = [[{"role": "system", "content": system}] if system else [] for _ in chunk]
+            requests = [Request(m + [{"role": "user", "content": it["prompt"] + hint}], prefill=prefill)
+                        for m, it in zip(msgs, chunk)]
+            comps = lazy.get().generate(requests, seeded(sampling, offset),
+                                        progress=f"{stage} {offset}+{len(chunk)}")
+            rows = []
+            for it, comp in zip(chunk, comps):
+                for k, (text, reason) in enumerate(zip(comp.texts, comp.finish_reasons)):
+                    answer, reasoning = strip_reasoning(text, opened=prefill is not None, tag=cfg.think_tag)
+                    problem = "no_closing_think" if answer is None else ("empty" if not answer else None)
+                    row = {"id": f"{it['prompt_id']}-{k}", "prompt_id": it["prompt_id"], "sample": k,
+                           "trait": it["trait"], "source": it["source"],
+                           "prompt": [{"role": "user", "content": it["prompt"]}],
+                           "completion": [{"role": "assistant", "content": answer or ""}],
+                           "finish_reason": reason, "problem": problem}
+                    if reasoning is not None:
+                        row["reasoning"] = reasoning
+                    rows.append(row)
+            return rows
 
-    def work(chunk: list[dict], offset: int) -> list[dict]:
-        msgs = [[{"role": "system", "content": system}] if system else [] for _ in chunk]
-        requests = [Request(m + [{"role": "user", "content": it["prompt"] + hint}], prefill=prefill)
-                    for m, it in zip(msgs, chunk)]
-        comps = lazy.get().generate(requests, seeded(sampling, offset), progress=f"{stage} {offset}+{len(chunk)}")
-        rows = []
-        for it, comp in zip(chunk, comps):
-            for k, (text, reason) in enumerate(zip(comp.texts, comp.finish_reasons)):
-                answer, reasoning = strip_reasoning(text, opened=prefill is not None, tag=cfg.think_tag)
-                problem = "no_closing_think" if answer is None else ("empty" if not answer else None)
-                row = {"id": f"{it['prompt_id']}-{k}", "prompt_id": it["prompt_id"], "sample": k,
-                       "trait": it["trait"], "source": it["source"],
-                       "prompt": [{"role": "user", "content": it["prompt"]}],
-                       "completion": [{"role": "assistant", "content": answer or ""}],
-                       "finish_reason": reason, "problem": problem}
-                if reasoning is not None:
-                    row["reasoning"] = reasoning
-                rows.append(row)
-        return rows
-
-    try:
-        timings = run_sharded(out, items, cfg.shard_size, work, stage)
-    finally:
-        lazy.close()
-    rows = out.rows()
-    counts = {"prompts": len(items), "samples": len(rows), **problem_counts(rows),
-              "cut_at_max_tokens": sum(r["finish_reason"] == "length" for r in rows)}
-    secs = time.time() - t0
-    timings.update(total_s=round(secs, 2), engine_start_s=round(lazy.started_s, 2))
-    out.finish(counts=counts, timings=timings, models={stage: cfg.model}, constitution_name=con.name, **extra)
-    summarize(stage, counts, secs)
-    return out.path
+        timings = run_sharded(run.out, items, cfg.shard_size, work, stage)
+        rows = run.out.rows()
+        counts = {"prompts": len(items), "samples": len(rows), **problem_counts(rows),
+                  "cut_at_max_tokens": sum(r["finish_reason"] == "length" for r in rows)}
+        run.record(counts, timings, models={stage: cfg.model}, constitution_name=con.name, **extra)
+    return run.path
 
 
 # -- dpo-data ------------------------------------------------------------------------------------------------
@@ -225,39 +212,43 @@ class DPODataConfig:
 FILTERS = ("empty", "no_closing_think", "unfinished", "leak", "identical", "unpaired", "too_long")
 
 
-def _finished_stage(path: str, stage: str) -> StageDir:
-    sd = StageDir(Path(path).expanduser(), stage)
-    m = sd.manifest
-    if not m or m.get("stage") != stage or m.get("status") != "complete":
-        raise CharacterError(f"{stage} '{path}': not a finished {stage} stage directory; run "
-                             f"`character generate {stage} --out {path}` first")
-    return sd
-
-
 def run_dpo_data(cfg: DPODataConfig) -> Path:
-    t0 = time.time()
-    chosen_sd, rejected_sd = _finished_stage(cfg.chosen, "teacher"), _finished_stage(cfg.rejected, "student")
+    chosen_sd, rejected_sd = require_finished(cfg.chosen, "teacher"), require_finished(cfg.rejected, "student")
     tm, sm = chosen_sd.manifest, rejected_sd.manifest
     student_model = cfg.student_model or sm["config"]["model"]
     student_name = cfg.student_name or model_display_name(student_model)
     teacher_name = tm.get("teacher_name") or tm["config"].get("teacher_name", "")
-    out = StageDir(Path(cfg.out).expanduser(), "dpo-data")
     inputs = {"chosen": content_hash(chosen_sd.path), "rejected": content_hash(rejected_sd.path),
               "student_model": student_model, "student_name": student_name}
-    if out.is_complete(config_hash(cfg), inputs):
-        print(f"dpo-data: {out.path} is complete for these settings and inputs; nothing to do", file=sys.stderr)
-        if cfg.separation and "separation" not in out.manifest:  # made before the check existed: add it
-            atomic_write_json(out.path / MANIFEST, {**out.manifest, "separation": _separation(out.rows(), cfg.seed)})
-        return out.path
-    out.begin(to_dict(cfg), config_hash(cfg), inputs)
-    for p in out.shards():  # cheap to rebuild, and the filters are global: never mix with an old run
-        p.unlink()
+    # fresh: cheap to rebuild, and the filters are global: never mix with an old run
+    with stage_run(cfg, "dpo-data", inputs, fresh=True) as run:
+        if run.done:
+            out = run.out
+            if cfg.separation and "separation" not in out.manifest:  # made before the check existed: add it
+                atomic_write_json(out.path / MANIFEST, {**out.manifest, "separation": _separation(out.rows(), cfg.seed)})
+            return run.path
+        chosen_rows, rejected_rows = chosen_sd.rows(), rejected_sd.rows()
+        pairs, dropped = _pairs(cfg, chosen_rows, rejected_rows, tm, student_model, teacher_name, student_name)
+        for i in range(0, max(1, len(pairs)), cfg.shard_size):
+            run.out.write_shard(i // cfg.shard_size, pairs[i:i + cfg.shard_size])
+        counts = {"chosen_samples": len(chosen_rows), "rejected_samples": len(rejected_rows),
+                  "pairs": len(pairs), **{f"dropped {k}": v for k, v in sorted(dropped.items())}}
+        checked = {"separation": _separation(pairs, cfg.seed)} if cfg.separation else {}
+        print(f"dpo-data: {len(pairs)} pairs kept; dropped: "
+              + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) or "none"), file=sys.stderr)
+        run.record(counts, summary={"pairs": len(pairs)}, names={"teacher": teacher_name, "student": student_name},
+                   **checked)
+    return run.path
 
+
+def _pairs(cfg: DPODataConfig, chosen_rows: list[dict], rejected_rows: list[dict], tm: dict, student_model: str,
+           teacher_name: str, student_name: str) -> tuple[list[dict], Counter]:
+    """Chosen and rejected answers to the same prompt that pass every filter, and what each filter dropped."""
     dropped: Counter = Counter()
     trait_texts = list(tm.get("trait_texts") or [])
     system = tm.get("system_prompt") or ""
-    good_chosen = _good(chosen_sd.rows(), dropped, "chosen", trait_texts, system, cfg.min_chars, check_leak=True)
-    good_rejected = _good(rejected_sd.rows(), dropped, "rejected", [], "", cfg.min_chars, check_leak=False)
+    good_chosen = _good(chosen_rows, dropped, "chosen", trait_texts, system, cfg.min_chars, check_leak=True)
+    good_rejected = _good(rejected_rows, dropped, "rejected", [], "", cfg.min_chars, check_leak=False)
 
     from transformers import AutoTokenizer
 
@@ -285,19 +276,7 @@ def run_dpo_data(cfg: DPODataConfig) -> Path:
             dropped["pair: unpaired"] += unpaired
     for pid in good_rejected.keys() - good_chosen.keys():
         dropped["pair: unpaired"] += len(good_rejected[pid])
-
-    for i in range(0, max(1, len(pairs)), cfg.shard_size):
-        out.write_shard(i // cfg.shard_size, pairs[i:i + cfg.shard_size])
-    counts = {"chosen_samples": sum(1 for _ in chosen_sd.rows()), "rejected_samples": len(rejected_sd.rows()),
-              "pairs": len(pairs), **{f"dropped {k}": v for k, v in sorted(dropped.items())}}
-    checked = {"separation": _separation(pairs, cfg.seed)} if cfg.separation else {}
-    secs = time.time() - t0
-    out.finish(counts=counts, timings={"total_s": round(secs, 2)},
-               names={"teacher": teacher_name, "student": student_name}, **checked)
-    print(f"dpo-data: {len(pairs)} pairs kept; dropped: "
-          + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) or "none"), file=sys.stderr)
-    summarize("dpo-data", {"pairs": len(pairs)}, secs)
-    return out.path
+    return pairs, dropped
 
 
 def _separation(pairs: list[dict], seed: int) -> dict:

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
-from character.artifacts import StageDir, content_hash, sha256_text
-from character.config import config_hash, field, to_dict
+from character.artifacts import content_hash, sha256_text
+from character.config import field
 from character.engine.base import Engine, Request
 from character.engine.chat import render_chat
 from character.errors import CharacterError
@@ -34,14 +32,13 @@ from character.resources import data_path
 from character.stages.common import (
     GenerateConfig,
     LazyEngine,
-    already_done,
     model_display_name,
     problem_counts,
+    require_finished,
     run_sharded,
     sampling_config,
     seeded,
-    stage_dir,
-    summarize,
+    stage_run,
 )
 from character.stages.textfilters import looks_finished, strip_reasoning
 
@@ -126,82 +123,66 @@ def _inputs(cfg: IntrospectConfig, data: dict, keys: tuple[str, ...]) -> dict:
 
 
 def run_reflection(cfg: ReflectionConfig, engine: Engine | None = None) -> Path:
-    t0 = time.time()
     data = load_introspection(cfg.introspection)
     prompts = [str(p) for p in data["reflection_prompts"]]
-    out = stage_dir(cfg, "reflection")
     inputs = _inputs(cfg, data, ("reflection_prompts",))
-    if already_done(out, cfg, inputs):
-        return out.path
-    out.begin(to_dict(cfg), config_hash(cfg), inputs)
-    lazy = LazyEngine(cfg, engine)
-    sampling = sampling_config(cfg)
-    adapter = str(Path(cfg.adapter).expanduser()) if cfg.adapter else None
+    with stage_run(cfg, "reflection", inputs) as run:
+        if run.done:
+            return run.path
+        lazy = run.engine(engine)
+        sampling = sampling_config(cfg)
+        adapter = str(Path(cfg.adapter).expanduser()) if cfg.adapter else None
 
-    def work(chunk: list[str], offset: int) -> list[dict]:
-        reqs = [Request([{"role": "user", "content": p}], adapter=adapter) for p in chunk]
-        comps = lazy.get().generate(reqs, seeded(sampling, offset), progress=f"reflection {offset}+{len(chunk)}")
-        rows = []
-        for j, (p, comp) in enumerate(zip(chunk, comps)):
-            for k, (text, reason) in enumerate(zip(comp.texts, comp.finish_reasons)):
-                answer, _ = strip_reasoning(text, opened=False)
-                problem = ("no_closing_think" if answer is None else "empty" if not answer
-                           else "unfinished" if not looks_finished(answer, reason) else None)
-                rows.append({"messages": [{"role": "user", "content": p},
-                                          {"role": "assistant", "content": answer or ""}],
-                             "kind": "reflection", "prompt_index": offset + j, "sample": k,
-                             "finish_reason": reason, "problem": problem})
-        return rows
+        def work(chunk: list[str], offset: int) -> list[dict]:
+            reqs = [Request([{"role": "user", "content": p}], adapter=adapter) for p in chunk]
+            comps = lazy.get().generate(reqs, seeded(sampling, offset), progress=f"reflection {offset}+{len(chunk)}")
+            rows = []
+            for j, (p, comp) in enumerate(zip(chunk, comps)):
+                for k, (text, reason) in enumerate(zip(comp.texts, comp.finish_reasons)):
+                    answer, _ = strip_reasoning(text, opened=False)
+                    problem = ("no_closing_think" if answer is None else "empty" if not answer
+                               else "unfinished" if not looks_finished(answer, reason) else None)
+                    rows.append({"messages": [{"role": "user", "content": p},
+                                              {"role": "assistant", "content": answer or ""}],
+                                 "kind": "reflection", "prompt_index": offset + j, "sample": k,
+                                 "finish_reason": reason, "problem": problem})
+            return rows
 
-    try:
-        timings = run_sharded(out, prompts, cfg.shard_size, work, "reflection")
-    finally:
-        lazy.close()
-    rows = out.rows()
-    counts = {"prompts": len(prompts), "samples": len(rows), **problem_counts(rows)}
-    secs = time.time() - t0
-    timings.update(total_s=round(secs, 2), engine_start_s=round(lazy.started_s, 2))
-    out.finish(counts=counts, timings=timings, models={"student": cfg.model, "adapter": cfg.adapter},
-               name=cfg.name or model_display_name(cfg.model))
-    summarize("reflection", counts, secs)
-    return out.path
+        timings = run_sharded(run.out, prompts, cfg.shard_size, work, "reflection")
+        rows = run.out.rows()
+        counts = {"prompts": len(prompts), "samples": len(rows), **problem_counts(rows)}
+        run.record(counts, timings, models={"student": cfg.model, "adapter": cfg.adapter},
+                   name=cfg.name or model_display_name(cfg.model))
+    return run.path
 
 
 def run_interaction(cfg: InteractionConfig, engine: Engine | None = None) -> Path:
-    t0 = time.time()
     data = load_introspection(cfg.introspection)
     name = cfg.name or model_display_name(cfg.model)
     system = str(data["interaction_system"]).replace("{name}", name)
-    out = stage_dir(cfg, "interaction")
     inputs = _inputs(cfg, data, ("interaction_openers", "interaction_system"))
-    if already_done(out, cfg, inputs):
-        return out.path
-    out.begin(to_dict(cfg), config_hash(cfg), inputs)
-    rng = random.Random(cfg.seed)
-    openers = data["interaction_openers"]
-    plans = []
-    for i in range(cfg.conversations):
-        variant = "free" if i % 2 == 0 else "leading"
-        plans.append({"variant": variant, "opener": rng.choice(openers[variant])})
-    lazy = LazyEngine(cfg, engine)
-    adapter = str(Path(cfg.adapter).expanduser()) if cfg.adapter else None
+    with stage_run(cfg, "interaction", inputs) as run:
+        if run.done:
+            return run.path
+        rng = random.Random(cfg.seed)
+        openers = data["interaction_openers"]
+        plans = []
+        for i in range(cfg.conversations):
+            variant = "free" if i % 2 == 0 else "leading"
+            plans.append({"variant": variant, "opener": rng.choice(openers[variant])})
+        lazy = run.engine(engine)
+        adapter = str(Path(cfg.adapter).expanduser()) if cfg.adapter else None
 
-    def work(chunk: list[dict], offset: int) -> list[dict]:
-        return _converse(chunk, offset, cfg, system, adapter, lazy)
+        def work(chunk: list[dict], offset: int) -> list[dict]:
+            return _converse(chunk, offset, cfg, system, adapter, lazy)
 
-    try:
-        timings = run_sharded(out, plans, cfg.shard_size, work, "interaction")
-    finally:
-        lazy.close()
-    rows = out.rows()
-    counts = {"conversations": len(rows), "assistant_turns": sum(_n_assistant(r) for r in rows),
-              **problem_counts(rows), **dict(Counter(r["variant"] for r in rows)),
-              "ended_early": sum(bool(r.get("ended_early")) for r in rows)}
-    secs = time.time() - t0
-    timings.update(total_s=round(secs, 2), engine_start_s=round(lazy.started_s, 2))
-    out.finish(counts=counts, timings=timings, models={"student": cfg.model, "adapter": cfg.adapter}, name=name)
-    summarize("interaction", counts, secs)
-    return out.path
+        timings = run_sharded(run.out, plans, cfg.shard_size, work, "interaction")
+        rows = run.out.rows()
+        counts = {"conversations": len(rows), "assistant_turns": sum(_n_assistant(r) for r in rows),
+                  **problem_counts(rows), **dict(Counter(r["variant"] for r in rows)),
+                  "ended_early": sum(bool(r.get("ended_early")) for r in rows)}
+        run.record(counts, timings, models={"student": cfg.model, "adapter": cfg.adapter}, name=name)
+    return run.path
 
 
 def _converse(plans: list[dict], offset: int, cfg: InteractionConfig, system: str, adapter: str | None,
@@ -266,24 +247,29 @@ class SFTDataConfig:
 
 
 def run_sft_data(cfg: SFTDataConfig) -> Path:
-    from character.stages.distill import _finished_stage
-
-    t0 = time.time()
-    refl, inter = _finished_stage(cfg.reflection, "reflection"), _finished_stage(cfg.interaction, "interaction")
+    refl, inter = require_finished(cfg.reflection, "reflection"), require_finished(cfg.interaction, "interaction")
     rm = refl.manifest
     student_model = cfg.student_model or rm["config"]["model"]
     name = cfg.name or rm.get("name") or model_display_name(student_model)
     system = cfg.system_prompt.replace("{name}", name)
-    out = StageDir(Path(cfg.out).expanduser(), "sft-data")
     inputs = {"reflection": content_hash(refl.path), "interaction": content_hash(inter.path),
               "student_model": student_model, "name": name}
-    if out.is_complete(config_hash(cfg), inputs):
-        print(f"sft-data: {out.path} is complete for these settings and inputs; nothing to do", file=sys.stderr)
-        return out.path
-    out.begin(to_dict(cfg), config_hash(cfg), inputs)
-    for p in out.shards():
-        p.unlink()
+    with stage_run(cfg, "sft-data", inputs, fresh=True) as run:
+        if run.done:
+            return run.path
+        samples, dropped = _samples(refl.rows() + inter.rows(), system, student_model, cfg.max_length)
+        random.Random(cfg.seed).shuffle(samples)
+        for i in range(0, max(1, len(samples)), cfg.shard_size):
+            run.out.write_shard(i // cfg.shard_size, samples[i:i + cfg.shard_size])
+        kinds = Counter(s["kind"] for s in samples)
+        counts = {"samples": len(samples), **{f"kept {k}": v for k, v in sorted(kinds.items())},
+                  **{f"dropped {k}": v for k, v in sorted(dropped.items())}}
+        run.record(counts, name=name)
+    return run.path
 
+
+def _samples(rows: list[dict], system: str, student_model: str, max_length: int) -> tuple[list[dict], Counter]:
+    """The rows that pass every check, rendered in the student's chat template, and what each check dropped."""
     from transformers import AutoTokenizer
 
     from character import models
@@ -291,7 +277,7 @@ def run_sft_data(cfg: SFTDataConfig) -> Path:
     tok = AutoTokenizer.from_pretrained(models.resolve(student_model))
     dropped: Counter = Counter()
     samples = []
-    for row in refl.rows() + inter.rows():
+    for row in rows:
         kind = row.get("kind", "?")
         if row.get("problem"):
             dropped[f"{kind}: {row['problem']}"] += 1
@@ -303,20 +289,11 @@ def run_sft_data(cfg: SFTDataConfig) -> Path:
         # saved as the student's template takes them (e.g. the system prompt in the first user turn for a
         # template without a system role), so training renders exactly what was measured here
         messages, text = render_chat(tok, messages, add_generation_prompt=False, stage="sft-data", model=student_model)
-        if len(tok(text, add_special_tokens=False)["input_ids"]) > cfg.max_length:
+        if len(tok(text, add_special_tokens=False)["input_ids"]) > max_length:
             dropped[f"{kind}: too_long"] += 1
             continue
         samples.append({"messages": messages, "kind": kind})
-    random.Random(cfg.seed).shuffle(samples)
-    for i in range(0, max(1, len(samples)), cfg.shard_size):
-        out.write_shard(i // cfg.shard_size, samples[i:i + cfg.shard_size])
-    kinds = Counter(s["kind"] for s in samples)
-    counts = {"samples": len(samples), **{f"kept {k}": v for k, v in sorted(kinds.items())},
-              **{f"dropped {k}": v for k, v in sorted(dropped.items())}}
-    secs = time.time() - t0
-    out.finish(counts=counts, timings={"total_s": round(secs, 2)}, name=name)
-    summarize("sft-data", counts, secs)
-    return out.path
+    return samples, dropped
 
 
 def sft_messages(row: dict, system: str) -> list[dict]:

@@ -16,21 +16,12 @@ from __future__ import annotations
 import dataclasses
 import random
 import sys
-import time
 
 from character import constitution as C
 from character.artifacts import read_jsonl
-from character.config import config_hash, field, to_dict
+from character.config import field
 from character.engine.base import Engine, Request
-from character.errors import CharacterError
-from character.stages.common import (
-    GenerateConfig,
-    LazyEngine,
-    already_done,
-    sampling_config,
-    stage_dir,
-    summarize,
-)
+from character.stages.common import GenerateConfig, sampling_config, stage_run
 from character.stages.textfilters import is_near_duplicate, parse_numbered_list
 
 INSTRUCTION = """One trait of an AI assistant's character is:
@@ -63,59 +54,49 @@ class PromptsConfig(GenerateConfig):
 
 
 def run_prompts(cfg: PromptsConfig, engine: Engine | None = None):
-    t0 = time.time()
     con = C.load(cfg.constitution)
-    out = stage_dir(cfg, "prompts")
-    inputs = {"constitution": con.hash()}
-    if already_done(out, cfg, inputs):
-        return out.path
-    out.begin(to_dict(cfg), config_hash(cfg), inputs)
+    with stage_run(cfg, "prompts", {"constitution": con.hash()}) as run:
+        if run.done:
+            return run.path
+        out = run.out
+        # state: the messages kept per trait, rebuilt from the shards already on disk
+        kept: list[list[str]] = [[] for _ in con.traits]
+        done = sorted(out.done_shards())
+        expected = list(range(len(done)))
+        if done != expected:  # a gap means shards from an interrupted, different layout: start over
+            for p in out.shards():
+                p.unlink()
+            done = []
+        for i in done:
+            for row in read_jsonl(out.shard_path(i)):
+                kept[row["trait_index"]].append(row["prompt"])
+        if not done:
+            rows = []
+            for ti, t in enumerate(con.traits):
+                for q in (*t.questions, *t.additional_questions):
+                    if len(kept[ti]) < cfg.target and not is_near_duplicate(q, kept[ti], 1.01):  # exact repeats only
+                        kept[ti].append(q)
+                        rows.append({"trait_index": ti, "trait": t.trait, "prompt": q, "source": "seed"})
+            out.write_shard(0, rows)
+            done = [0]
 
-    # state: the messages kept per trait, rebuilt from the shards already on disk
-    kept: list[list[str]] = [[] for _ in con.traits]
-    done = sorted(out.done_shards())
-    expected = list(range(len(done)))
-    if done != expected:  # a gap means shards from an interrupted, different layout: start over
-        for p in out.shards():
-            p.unlink()
-        done = []
-    for i in done:
-        for row in read_jsonl(out.shard_path(i)):
-            kept[row["trait_index"]].append(row["prompt"])
-    if not done:
-        rows = []
-        for ti, t in enumerate(con.traits):
-            for q in (*t.questions, *t.additional_questions):
-                if len(kept[ti]) < cfg.target and not is_near_duplicate(q, kept[ti], 1.01):  # exact repeats only
-                    kept[ti].append(q)
-                    rows.append({"trait_index": ti, "trait": t.trait, "prompt": q, "source": "seed"})
-        out.write_shard(0, rows)
-        done = [0]
-
-    lazy = LazyEngine(cfg, engine)
-    stats = {"asked": 0, "parsed": 0, "near_duplicates": 0, "unparsable_replies": 0, "plain_chat_rounds": 0}
-    try:
+        lazy = run.engine(engine)
+        stats = {"asked": 0, "parsed": 0, "near_duplicates": 0, "unparsable_replies": 0, "plain_chat_rounds": 0}
         for r in range(len(done), cfg.rounds + 1):
             short = [ti for ti in range(len(con.traits)) if len(kept[ti]) < cfg.target]
             if not short:
                 break
-            rows = _round(cfg, con, kept, short, r, lazy.get(), stats)
-            out.write_shard(r, rows)
-    finally:
-        lazy.close()
+            out.write_shard(r, _round(cfg, con, kept, short, r, lazy.get(), stats))
 
-    shortfall = {i: cfg.target - len(k) for i, k in enumerate(kept) if len(k) < cfg.target}
-    counts = {"traits": len(kept), "prompts": sum(map(len, kept)), "target_per_trait": cfg.target,
-              "rounds": len(out.shards()) - 1, **stats, "short_traits": len(shortfall),
-              "shortfall": sum(shortfall.values())}
-    if shortfall:
-        print(f"prompts: {len(shortfall)} traits below --target {cfg.target} after {cfg.rounds} rounds "
-              f"(missing per trait index: {shortfall}); raise --rounds or lower --target", file=sys.stderr)
-    secs = time.time() - t0
-    out.finish(counts=counts, timings={"total_s": round(secs, 2), "engine_start_s": round(lazy.started_s, 2)},
-               models={"generator": cfg.model}, constitution_name=con.name)
-    summarize("prompts", counts, secs)
-    return out.path
+        shortfall = {i: cfg.target - len(k) for i, k in enumerate(kept) if len(k) < cfg.target}
+        counts = {"traits": len(kept), "prompts": sum(map(len, kept)), "target_per_trait": cfg.target,
+                  "rounds": len(out.shards()) - 1, **stats, "short_traits": len(shortfall),
+                  "shortfall": sum(shortfall.values())}
+        if shortfall:
+            print(f"prompts: {len(shortfall)} traits below --target {cfg.target} after {cfg.rounds} rounds "
+                  f"(missing per trait index: {shortfall}); raise --rounds or lower --target", file=sys.stderr)
+        run.record(counts, models={"generator": cfg.model}, constitution_name=con.name)
+    return run.path
 
 
 def _round(cfg: PromptsConfig, con, kept: list[list[str]], short: list[int], r: int, engine: Engine,
@@ -154,15 +135,3 @@ def _round(cfg: PromptsConfig, con, kept: list[list[str]], short: list[int], r: 
                 kept[ti].append(q)
                 rows.append({"trait_index": ti, "trait": con.traits[ti].trait, "prompt": q, "source": f"round-{r}"})
     return rows
-
-
-def read_prompts(path) -> list[dict]:
-    """The rows of a prompts stage directory, in order; an error if it is not a finished prompts stage."""
-    from character.artifacts import StageDir
-
-    sd = StageDir(path, "prompts")
-    m = sd.manifest
-    if not m or m.get("stage") != "prompts" or m.get("status") != "complete":
-        raise CharacterError(f"prompts '{path}': not a finished prompts stage directory; run "
-                             f"`character generate prompts --out {path}` first")
-    return sd.rows()

@@ -1,0 +1,178 @@
+"""The evaluation suites, in one table: `character eval NAME` runs `SUITES[NAME]`, `all` runs them in this order.
+
+Each suite is a function `run(ctx: SuiteContext) -> dict` that returns its section of results.json; the runner
+times it (`timings.json`: `{section}_s`) and the report shows the sections in the same order. A new suite is one
+module with such a function plus one line in SUITES. Imports nothing heavy: suites import their modules when run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from character.errors import CharacterError
+
+
+@dataclass
+class SuiteContext:
+    """What the runner has ready before any suite runs; suites read it and never start their own engines."""
+
+    cfg: Any  # the EvalConfig
+    engines: Any  # systems.Engines: one engine (multi-LoRA) or one per merged system, started on first use
+    systems: list  # the systems as served (merged checkpoints in place of adapters with --lora_serving merged)
+    prompts: list[str]  # the held-out prompt set
+    sampling: Any  # engine.base.Sampling
+    suites: list[str]  # the suites asked for (a shared section, like robustness and prefill, reads which)
+    embedding_judge: Callable[[], Any]  # the MiniLM judge, loaded once on first call
+    llm_judge: Callable[[], Any]  # a new LLM judge on --judge_model (default: --model)
+    constitution: Any = None  # the persona the adapters were trained for, or None
+    marked_choice: dict | None = None  # constitution_traits(): the traits training should raise, and their source
+    control: dict | None = None  # the preferences section of a finished control eval (--control)
+    results: dict = field(default_factory=dict)  # results.json so far (earlier sections included)
+
+
+@dataclass(frozen=True)
+class Suite:
+    run: Callable[[SuiteContext], dict]
+    help: str
+    # results.json key and timings name; suites that share one run (prefill is measured inside robustness) share it
+    section: str = ""
+    # with a trained system, its answers are labelled with the persona it was trained for: --constitution needed
+    needs_constitution: bool = False
+    # checked before any engine starts: (cfg) -> None, raising CharacterError
+    check: Callable[[Any], None] | None = None
+
+
+def _sample(items: list, n: int, seed: int) -> list:
+    import random
+
+    return random.Random(seed).sample(items, min(n, len(items)))
+
+
+def run_preferences(ctx: SuiteContext) -> dict:
+    from pathlib import Path
+
+    from character.evaluation import data, preferences
+    from character.evaluation.judges import reliability
+
+    cfg, marked_choice = ctx.cfg, ctx.marked_choice
+    judge = ctx.embedding_judge() if cfg.judge == "embedding" else ctx.llm_judge()
+    vocab = list(data.traits())
+    template = data.preference_templates()["conditions"][cfg.condition]
+    section = preferences.run(ctx.engines, ctx.systems, judge, vocab=vocab, prompts=ctx.prompts,
+                              condition=cfg.condition, template=template, comparisons=cfg.comparisons,
+                              seed=cfg.seed, sampling=ctx.sampling, n_boot=cfg.bootstrap, l2=cfg.bt_l2,
+                              marked=marked_choice["traits"] if marked_choice else [], num_traits=cfg.num_traits,
+                              n_perm=cfg.permutations)
+    section["marked_from"] = marked_choice["source"] if marked_choice else None
+    if marked_choice and marked_choice.get("candidates"):
+        section["marked_candidates"] = marked_choice["candidates"]
+    section["judge"] = {"kind": cfg.judge, "mode": cfg.judge_mode if cfg.judge == "llm" else None,
+                        "model": getattr(judge, "model", None) if cfg.judge == "llm" else cfg.embedding_model}
+    if cfg.reliability:
+        rel = reliability(judge, n_distractors=5 if cfg.judge == "embedding" else 2, seed=cfg.seed)
+        section["judge_reliability"] = rel
+        # a judge no better than a coin makes every shift below unreadable: say so before anything else
+        section["inconclusive"] = bool(rel["ci95"][0] <= 0.5)
+    if ctx.control is not None:
+        section["control"] = {"path": str(Path(cfg.control).resolve()),
+                              **preferences.compare_to_control(section, ctx.control, n_boot=max(cfg.bootstrap, 500),
+                                                               seed=cfg.seed, l2=cfg.bt_l2, n_perm=cfg.permutations)}
+    return section
+
+
+def run_robustness(ctx: SuiteContext) -> dict:
+    """Robustness (adversarial suffixes) and prefill share one persona classifier and one section."""
+    from character import constitution as C
+    from character.evaluation import data, robustness
+    from character.evaluation.systems import System
+
+    cfg, const, systems = ctx.cfg, ctx.constitution, ctx.systems
+    base = systems[0].model
+    names = cfg.personas or C.available()
+    personas = {n: C.load(n) for n in names}
+    if const is not None and const.name not in personas:
+        personas[const.name] = const
+    if len(personas) < 2:
+        raise CharacterError("robustness: the classifier needs at least two personas; list more with --personas")
+    settings = data.robustness_settings()
+    suffixes = [s for s in settings["suffixes"] if not cfg.suffixes or s["id"] in cfg.suffixes]
+    train, test = robustness.split_prompts(ctx.prompts, cfg.classifier_prompts, cfg.robustness_prompts, cfg.seed)
+    clf, n_train, train_acc = robustness.train_classifier(ctx.engines, base, personas, train, ctx.sampling,
+                                                          ctx.embedding_judge().encode, cfg.classifier_features,
+                                                          cfg.persona_prompt)
+    # every system but the reference is a trained one (adapter, merged adapter, or the merged --model against a
+    # --baseline): it should show the constitution's persona
+    trained = [System(s.name, s.model, s.adapter, label=const.name if const else None) for s in systems[1:]]
+    adapters = [s for s in trained if s.label]
+    section = robustness.run(ctx.engines, clf, base=base, personas=personas, adapters=adapters, test_prompts=test,
+                             suffixes=suffixes, sampling=ctx.sampling, do_robustness="robustness" in ctx.suites,
+                             do_prefill="prefill" in ctx.suites,
+                             followup=settings.get("prefill_followup", "Keep going."),
+                             style=cfg.persona_prompt, n_boot=cfg.bootstrap, seed=cfg.seed)
+    section["classifier"] = {"train_answers": n_train, "train_accuracy": train_acc, "features": cfg.classifier_features,
+                             "persona_prompt": cfg.persona_prompt,
+                             "embedding_model": cfg.embedding_model if "minilm" in cfg.classifier_features else None}
+    return section
+
+
+def run_coherence(ctx: SuiteContext) -> dict:
+    from character.evaluation import coherence
+
+    if len(ctx.systems) < 2:
+        raise CharacterError("coherence compares systems: give --adapter (or --baseline)")
+    prompts = _sample(ctx.prompts, ctx.cfg.coherence_prompts, ctx.cfg.seed + 1)
+    return coherence.run(ctx.engines, ctx.systems, ctx.llm_judge(), prompts, ctx.sampling)
+
+
+def run_capability(ctx: SuiteContext) -> dict:
+    from character.evaluation import capability, data
+
+    cfg = ctx.cfg
+    qs = data.capability_questions()
+    if cfg.capability_questions:
+        qs = qs[:cfg.capability_questions]
+    section = capability.run(ctx.engines, ctx.systems, qs, cfg.seed)
+    if cfg.harness_tasks:
+        ctx.engines.close()  # lm-eval loads the models itself
+        section["harness"] = capability.run_harness(ctx.systems, cfg.harness_tasks, cfg.harness_limit or None)
+    return section
+
+
+def check_harness(cfg) -> None:
+    import importlib.util
+
+    if cfg.harness_tasks and importlib.util.find_spec("lm_eval") is None:
+        raise CharacterError("harness_tasks: lm-evaluation-harness is not installed; `pip install lm-eval` "
+                             "or leave --harness_tasks empty")
+
+
+SUITES: dict[str, Suite] = {
+    "preferences": Suite(run_preferences, "revealed trait preferences (Bradley-Terry shifts)"),
+    "robustness": Suite(run_robustness, "adversarial suffixes against a persona classifier", section="robustness",
+                        needs_constitution=True),
+    "prefill": Suite(run_robustness, "continuing a base model's answer", section="robustness",
+                     needs_constitution=True),
+    "coherence": Suite(run_coherence, "pairwise LLM judge of answer quality"),
+    "capability": Suite(run_capability, "multiple-choice questions by log-likelihood", check=check_harness),
+}
+CHOICES = (*SUITES, "all")
+
+
+def section_of(name: str) -> str:
+    return SUITES[name].section or name
+
+
+def selected(choice: str) -> list[str]:
+    """The suites that `character eval CHOICE` runs, in registry order."""
+    return list(SUITES) if choice == "all" else [choice]
+
+
+def sections(names: list[str]) -> dict[str, Suite]:
+    """Each results section the named suites write, once, in registry order, with the suite that writes it."""
+    out: dict[str, Suite] = {}
+    for name in SUITES:
+        if name in names:
+            out.setdefault(section_of(name), SUITES[name])
+    return out
