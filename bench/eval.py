@@ -17,6 +17,9 @@ writes text) made once under --work. Each variant runs in its own process so mem
 All go through character's engine interface with the same settings (enforce_eager on CPU). Timings include
 engine start. The last line is one JSON object with `multi_lora_vs_reload` = reload seconds / multi-LoRA seconds.
 
+Measured with the base variant (2 CPU cores with AVX512-BF16, same sizes, 2026-12-02): base alone 49.4 s, multi-LoRA
+50.8 s, lora_overhead 1.03; reload 77.1 s, multi_lora_vs_reload 1.52.
+
 Measured here (2 CPU cores, smollm2-135m, 4 adapters x 64 prompts x 128 tokens, 2026-11-28): multi-LoRA 68.5 s,
 reload 95.9 s, merged 91.3 s: multi_lora_vs_reload 1.40. On this CPU an engine starts in about 6 s and generating
 the 256 answers takes over 50 s, so generation dominates; on a GPU, where an 8B engine takes a minute or more to
