@@ -161,6 +161,11 @@ def git_commit() -> str | None:
     return r.stdout.strip() or None if r.returncode == 0 else None
 
 
+def matches(manifest: dict | None, cfg_hash: str, inputs: dict[str, str]) -> bool:
+    """Whether a manifest records a run of these settings and inputs (finished or not)."""
+    return bool(manifest) and manifest.get("config_hash") == cfg_hash and manifest.get("inputs") == inputs
+
+
 class StageDir:
     """One stage's output directory: shards plus manifest.
 
@@ -226,26 +231,30 @@ class StageDir:
 
     def is_complete(self, cfg_hash: str, inputs: dict[str, str]) -> bool:
         m = self.manifest
-        return bool(m and m.get("status") == "complete" and m.get("config_hash") == cfg_hash
-                    and m.get("inputs") == inputs)
+        return matches(m, cfg_hash, inputs) and m.get("status") == "complete"
+
+    def work_dir(self, cfg_hash: str, inputs: dict[str, str]) -> Path:
+        """Where a run of these settings writes: `.NAME.next/` beside a finished result of other settings, else
+        the final directory. It depends only on the final manifest, which nothing changes before `finish`, so
+        every process of a launch finds the same one."""
+        m = self.manifest
+        replacing = m is not None and m.get("status") == "complete" and not matches(m, cfg_hash, inputs)
+        return self.next if replacing else self.final
 
     def begin(self, config: dict, cfg_hash: str, inputs: dict[str, str], carry: tuple[str, ...] = ()) -> None:
         """Start (or resume) a run. Unfinished shards of other settings or inputs are removed; a finished result
         of other settings stays until this run finishes (it works in `.NAME.next/`, see `finish`). `carry`: names
         of subdirectories of the finished result to start from (hard links, e.g. a cache keyed by content)."""
+        self.path = self.work_dir(cfg_hash, inputs)
         m = self.manifest
-        same = m is not None and m.get("config_hash") == cfg_hash and m.get("inputs") == inputs
-        if m is not None and m.get("status") == "complete" and not same:
-            self.path = self.next
-            nm = read_manifest(self.path)
-            if nm is None or nm.get("config_hash") != cfg_hash or nm.get("inputs") != inputs:
-                shutil.rmtree(self.path, ignore_errors=True)
-                self.path.mkdir(parents=True)
-                for name in carry:
-                    if (self.final / name).is_dir():
-                        shutil.copytree(self.final / name, self.path / name, copy_function=os.link)
-            m, same = nm, nm is not None and nm.get("config_hash") == cfg_hash and nm.get("inputs") == inputs
-        layout = (m or {}).get("layout", {}) if same else {}
+        same = matches(m, cfg_hash, inputs)
+        if self.path != self.final and not same:  # a fresh replacement, seeded with what `carry` names
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path.mkdir(parents=True)
+            for name in carry:
+                if (self.final / name).is_dir():
+                    shutil.copytree(self.final / name, self.path / name, copy_function=os.link)
+        layout = m.get("layout", {}) if same else {}
         if not same:  # shards of unfinished work with other settings, or of unknown origin
             for p in self.shards():
                 p.unlink()

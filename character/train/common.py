@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from character.artifacts import StageDir, atomic_write_json, read_manifest, sha256_file
+from character.artifacts import StageDir, atomic_write_json, matches, read_manifest, sha256_file
 from character.config import config_hash, field, to_dict
 from character.errors import CharacterError
 from character.hardware import cpu_has_bf16, on_gpu
@@ -274,21 +274,17 @@ class Run:
         self.inputs = inputs
         self.started = time.time()
 
-    def _same(self, manifest: dict | None) -> bool:
-        return bool(manifest) and manifest.get("config_hash") == self.hash and manifest.get("inputs") == self.inputs
-
     def done(self) -> bool:
         return self.dir.is_complete(self.hash, self.inputs) and (self.final / "adapter_config.json").is_file()
 
     def begin(self) -> str | None:
         """Prepare the directory; returns the checkpoint to resume from (None: start fresh).
 
-        Every process of a launch decides the same way: from the final manifest, which nothing changes before
-        publish, and the working directory's manifest, which only the main process writes, after deciding."""
-        m = self.dir.manifest
-        replacing = m is not None and m.get("status") == "complete" and not self._same(m)
-        work = self.dir.next if replacing else self.final
-        same = self._same(read_manifest(work))
+        Every process of a launch decides the same way: `StageDir.work_dir` reads only the final manifest, and
+        the working directory's manifest is written by the main process only, after deciding."""
+        work = self.dir.work_dir(self.hash, self.inputs)
+        replacing = work != self.final
+        same = matches(read_manifest(work), self.hash, self.inputs)
         resume_from = last_checkpoint(work) if self.cfg.resume and same else None
         if resume_from:
             print(f"{work}: resuming from {Path(resume_from).name} (same settings and data)", file=sys.stderr)
