@@ -115,11 +115,12 @@ def run_variant(args) -> dict:
     from trl import DPOConfig
 
     from character.models import resolve
-    from character.train.common import lora_config, trainer_args
+    from character.train.config import trainer_args
     from character.train.dpo import DPOTrainConfig, _trainer_class, add_lengths
+    from character.train.model import lora_config
 
     torch.manual_seed(0)
-    from character.train.common import load_tokenizer
+    from character.train.model import load_tokenizer
 
     tokenizer_path = resolve(args.tokenizer if args.model_shape else args.model)
     tokenizer = load_tokenizer(tokenizer_path)

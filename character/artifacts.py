@@ -109,20 +109,7 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def content_hash(path: str | Path) -> str:
-    """Hash of a file, or of a stage directory (its manifest's output hash, else all its files)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    if not path.is_dir():
-        return "missing"
-    manifest = read_manifest(path)
-    if manifest and manifest.get("status") == "complete" and manifest.get("output_hash"):
-        return manifest["output_hash"]
-    return _files_hash(path)
-
-
-def _files_hash(path: Path, pattern: str = "*") -> str:
+def files_hash(path: Path, pattern: str = "*") -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob(pattern) if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")):
         h.update(str(f.relative_to(path)).encode())
@@ -285,7 +272,7 @@ class StageDir:
         m.update({
             "status": "complete", "counts": counts or {}, "timings": timings or {},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "output_hash": _files_hash(self.path), "patches": patches.active(),
+            "output_hash": files_hash(self.path), "patches": patches.active(),
         })
         m.update(extra)
         atomic_write_json(self.path / MANIFEST, m)

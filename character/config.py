@@ -1,9 +1,10 @@
-"""One config loader for every stage.
+"""One config loader for every stage, and one way to turn a config dataclass into a command (`command`).
 
 Each stage declares a dataclass whose fields carry a `help` string in their metadata. Values come from, in
 order of precedence: command-line flags, a YAML file (`--config x.yaml`), the dataclass defaults. Unknown keys
 are errors with a "did you mean" suggestion; values are converted to the field types (python-fire guesses types
-from content: "1e3" arrives as a float, "2024-01-01" as a number; we convert back using the raw argv token).
+from content: "1e3" arrives as a float, "2024-01-01" as a number; `command` reads the typed text back with
+`argv_values`, the one function that scans the command line).
 Every problem is collected and reported at once.
 """
 
@@ -14,6 +15,7 @@ import difflib
 import hashlib
 import inspect
 import json
+import keyword
 import sys
 import types
 import typing
@@ -25,11 +27,13 @@ from character.errors import CharacterError
 C = TypeVar("C")
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str, hash: bool = True, factory: Any = None):
+def field(default: Any = dataclasses.MISSING, *, help: str, hash: bool = True, factory: Any = None,
+          split: bool = True):
     """A dataclass field with a help string. `hash=False` keeps it out of the config hash: for settings that do
     not change what a run writes (paths, verbosity, batch and shard sizes, memory and caching knobs), so that
-    changing them reuses finished work instead of redoing it."""
-    meta = {"help": help, "hash": hash}
+    changing them reuses finished work instead of redoing it. `split=False` (list fields): a flag value is one
+    item even if it holds commas (`--set stages.eval.suites=[a,b]`); the flag is repeated to give several."""
+    meta = {"help": help, "hash": hash, "split": split}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -41,21 +45,7 @@ def suggest(name: str, options) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _raw_flag_value(key: str) -> str | None:
-    """The literal text given for --key on the command line, before fire's type guessing."""
-    names = {f"--{key}", f"--{key.replace('_', '-')}"}
-    argv = sys.argv[1:]
-    for i, tok in enumerate(argv):
-        head, eq, tail = tok.partition("=")
-        if head in names:
-            if eq:
-                return tail
-            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                return argv[i + 1]
-    return None
-
-
-def _convert(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
+def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -66,12 +56,12 @@ def _convert(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
         last: Exception | None = None
         for a in inner:
             try:
-                return _convert(value, a, key, from_cli)
+                return _convert(value, a, key)
             except (TypeError, ValueError) as e:
                 last = e
         raise ValueError(str(last))
     if origin is typing.Literal:
-        v = _convert(value, type(args[0]), key, from_cli)
+        v = _convert(value, type(args[0]), key)
         if v not in args:
             raise ValueError(f"must be one of {', '.join(map(str, args))}{suggest(str(v), map(str, args))}")
         return v
@@ -80,9 +70,6 @@ def _convert(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        raw = _raw_flag_value(key) if from_cli else None
-        if raw is not None:
-            return raw
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise ValueError(f"expected text, got {value!r}")
@@ -126,9 +113,9 @@ def _convert(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ValueError(f"expected {len(args)} values, got {len(value)}")
-            return tuple(_convert(v, a, key, False) for v, a in zip(value, args))
+            return tuple(_convert(v, a, key) for v, a in zip(value, args))
         elem = args[0] if args else Any
-        out = [_convert(v, elem, key, False) for v in value]
+        out = [_convert(v, elem, key) for v in value]
         return tuple(out) if origin is tuple else out
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
@@ -156,7 +143,7 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def build(cls: type[C], values: dict | None = None, *, where: str = "config", from_cli: bool = False) -> C:
+def build(cls: type[C], values: dict | None = None, *, where: str = "config") -> C:
     """Make `cls` from a mapping, converting types; every problem is reported at once."""
     values = dict(values or {})
     hints = typing.get_type_hints(cls)
@@ -169,7 +156,7 @@ def build(cls: type[C], values: dict | None = None, *, where: str = "config", fr
             problems.append(f"unknown key '{key}'{suggest(k, fields)}")
             continue
         try:
-            kwargs[k] = _convert(value, hints[k], k, from_cli)
+            kwargs[k] = _convert(value, hints[k], k)
         except (TypeError, ValueError) as e:
             problems.append(f"'{key}': {e}")
     for name, f in fields.items():
@@ -183,7 +170,7 @@ def build(cls: type[C], values: dict | None = None, *, where: str = "config", fr
         raise CharacterError(f"{where}: {e}") from None
 
 
-def load(cls: type[C], config: str | Path | dict | None = None, from_cli: bool = False, **overrides) -> C:
+def load(cls: type[C], config: str | Path | dict | None = None, **overrides) -> C:
     """YAML file (or mapping) first, then overrides on top."""
     if isinstance(config, dict):
         values, where = dict(config), "config"
@@ -192,7 +179,7 @@ def load(cls: type[C], config: str | Path | dict | None = None, from_cli: bool =
     else:
         values, where = {}, "options"
     values.update({k: v for k, v in overrides.items()})
-    return build(cls, values, where=where, from_cli=from_cli)
+    return build(cls, values, where=where)
 
 
 def to_dict(cfg) -> dict:
@@ -206,26 +193,136 @@ def config_hash(cfg) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def command(cls: type, run, summary: str):
-    """A fire command whose signature and --help list the dataclass fields.
 
-    `run(cfg)` does the work. The command takes `--config FILE.yaml` and one flag per field.
+
+# ---- commands ------------------------------------------------------------------------------------------
+def argv_values(flag: str, argv: list[str] | None = None) -> list[str]:
+    """Every value typed for `--flag` (or `--fl-ag`) on the command line, in order, as text.
+
+    Fire keeps only the last of a repeated flag and guesses types from content ("1e3" becomes 1000.0), so the
+    command wrapper reads the typed text back from here: the one place that scans argv.
     """
-    params = [inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
-    lines = [summary, "", "Args:", "    config: a YAML file with any of the options below (flags override it)"]
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default))
-        lines.append(f"    {f.name}: {f.metadata.get('help', '')} (default: {default!r})")
+    names = {f"--{flag}", f"--{flag.replace('_', '-')}"}
+    argv = sys.argv[1:] if argv is None else argv
+    found = []
+    for i, tok in enumerate(argv):
+        head, eq, tail = tok.partition("=")
+        if head in names:
+            if eq:
+                found.append(tail)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                found.append(argv[i + 1])
+    return found
 
-    def cmd(config=None, **kwargs):
-        return run(load(cls, config, from_cli=True, **kwargs))
 
-    cmd.__signature__ = inspect.Signature(params)
-    cmd.__doc__ = "\n".join(lines)
+def _base_type(tp: Any) -> Any:
+    """`str | None` -> str; `list[str] | None` -> list[str]."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else tp
+    return tp
+
+
+def _typed_text(flag: str, value: Any, tp: Any, split: bool) -> Any:
+    """The flag's value as typed, for text and list fields; fire's parse for the others."""
+    raw = argv_values(flag)
+    if not raw:
+        return value
+    tp = _base_type(tp)
+    origin = typing.get_origin(tp)
+    if origin is list or tp is list:
+        return [piece.strip() for v in raw for piece in (v.split(",") if split else [v]) if piece.strip()]
+    if tp is str or (origin is typing.Literal and all(isinstance(a, str) for a in typing.get_args(tp))):
+        return raw[-1]
+    return value
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def command(cls: type, run, summary: str, *, positional: tuple[str, ...] | str = (), config: str | None = "config",
+            config_help: str = "a YAML file with any of the options below (flags override it)",
+            config_required: bool = False, nested: dict[str, type] | None = None,
+            aliases: dict[str, str] | None = None, hidden: tuple[str, ...] = (), loader=None):
+    """A fire command whose signature and --help list the fields of `cls`; `run(cfg)` does the work.
+
+    positional: fields given as positional arguments, in order (`character eval SUITE`).
+    config: the name of the YAML-file argument (None: the command has none); `config_required` makes it the
+        first positional argument (`character run PIPELINE.yaml`).
+    nested: {field: dataclass}: that dataclass's fields are flags too, gathered into a dict under `field`
+        (`character slurm submit --partition gpu` -> `settings={"partition": "gpu"}`).
+    aliases: {flag: field} for flags named otherwise than their field (`--from` -> `from_stage`).
+    hidden: fields that only a YAML file sets (mappings such as a pipeline's `stages:`).
+    loader: `loader(config_file, **values) -> cfg`; default: `load(cls, config_file, **values)`.
+
+    A list field takes a flag repeated (`--adapter A --adapter B`) or comma-separated values; text fields get the
+    text as typed. An unknown flag is an error naming the closest known one.
+    """
+    positional = (positional,) if isinstance(positional, str) else tuple(positional)
+    aliases = dict(aliases or {})
+    nested = dict(nested or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in nested}
+    for ncls in nested.values():
+        fields.update({f.name: f for f in dataclasses.fields(ncls) if f.init})
+    nested_of = {f.name: key for key, ncls in nested.items() for f in dataclasses.fields(ncls)}
+    hints = typing.get_type_hints(cls)
+    for ncls in nested.values():
+        hints.update(typing.get_type_hints(ncls))
+    flag_of = {v: k for k, v in aliases.items()}
+    own = set(getattr(cls, "__annotations__", {}))
+    # the command's own options first, then those it inherits (engine and sampling settings)
+    shown = [f for f in fields.values() if f.name not in hidden and f.name not in positional]
+    shown.sort(key=lambda f: f.name not in own and f.name not in nested_of)
+
+    P = inspect.Parameter
+    params, lines, also = [], ["Args:"], []
+    for name in ((config,) if config and config_required else ()) + positional:
+        params.append(P(name, P.POSITIONAL_OR_KEYWORD))
+        text = config_help if name == config else fields[name].metadata.get("help", "")
+        lines.append(f"    {name}: {text}")
+    if config and not config_required:
+        params.append(P(config, P.POSITIONAL_OR_KEYWORD, default=None))
+        lines.append(f"    {config}: {config_help}")
+    for f in shown:
+        flag = flag_of.get(f.name, f.name)
+        default = _default(f)
+        if flag.isidentifier() and not keyword.iskeyword(flag):  # fire prints the default of a parameter
+            params.append(P(flag, P.KEYWORD_ONLY, default=default))
+            lines.append(f"    {flag}: {f.metadata.get('help', '')}")
+        else:  # not a Python name: fire lists it nowhere, so the description does
+            also.append(f"--{flag}: {f.metadata.get('help', '')} (default: {default!r})")
+    params.append(P("flags", P.VAR_KEYWORD))
+    signature = inspect.Signature(params)
+    known = {flag_of.get(f.name, f.name) for f in shown}
+    load_cfg = loader or (lambda file, **values: load(cls, file, **values))
+
+    def cmd(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs).arguments
+        except TypeError as e:
+            raise CharacterError(f"{e}; see --help") from None
+        given = {**{k: v for k, v in bound.items() if k != "flags"}, **bound.get("flags", {})}
+        file = given.pop(config, None) if config else None
+        values: dict[str, Any] = {}
+        for flag, value in given.items():
+            flag = flag.replace("-", "_")
+            name = aliases.get(flag, flag)
+            if name in positional:
+                values[name] = value
+                continue
+            if flag not in known:
+                raise CharacterError(f"unknown option --{flag}{suggest(flag, known)}; see --help")
+            value = _typed_text(flag, value, hints[name], fields[name].metadata.get("split", True))
+            if name in nested_of:
+                values.setdefault(nested_of[name], {})[name] = value
+            else:
+                values[name] = value
+        run(load_cfg(file, **values))  # its return value is for library callers; fire would print it
+
+    cmd.__signature__ = signature
+    cmd.__doc__ = "\n".join([summary, "", *(["Also: " + "; ".join(also), ""] if also else []), *lines])
     cmd.__name__ = cls.__name__
     return cmd
-

@@ -46,8 +46,8 @@ PATCHES: dict[str, Patch] = {
         ("trl",), "==1.16.*", "character.train.dpo:check_reference_hash", "character.train.dpo:swap_reference_hash",
         "TRL hashes the weights on the host in float32 (minutes for an 8B model, same cache)", once=False),
     "lora-input-casts": Patch(
-        ("peft",), "==0.21.*", "character.train.common:check_lora_input_casts",
-        "character.train.common:disable_lora_input_casts",
+        ("peft",), "==0.21.*", "character.train.model:check_lora_input_casts",
+        "character.train.model:disable_lora_input_casts",
         "PEFT casts each LoRA input to float32 and back (slower, same numbers)", once=False),
 }
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from character.config import build, field, read_yaml, suggest, to_dict
+from character.config import build, command, field, read_yaml, suggest, to_dict
 from character.errors import CharacterError
 
 
@@ -97,7 +97,8 @@ class PipelineConfig:
     stages: dict = field(factory=dict, help="per-stage settings: {stage name: {field: value}}")
     from_stage: str | None = field(None, help="first stage to run (`--from`); earlier ones must be finished")
     until: str | None = field(None, help="last stage to run")
-    set: list[str] = field(factory=list, help="overrides 'STAGE.FIELD=VALUE' (or 'FIELD=VALUE' for defaults)")
+    set: list[str] = field(factory=list, help="overrides 'STAGE.FIELD=VALUE' (or 'FIELD=VALUE' for defaults); "
+                                              "repeat the flag for several", split=False)
     isolate: bool = field(False, help="run each stage in a fresh process (frees GPU memory between stages for "
                                       "sure; costs the imports each time)", hash=False)
     dry_run: bool = field(False, help="print each stage's resolved config and run nothing", hash=False)
@@ -118,7 +119,7 @@ def load_pipeline(path: str | Path | None = None, **overrides) -> PipelineConfig
     if extra_sets:  # flags add to the file's overrides
         base = values.get("set") or []
         values["set"] = (base if isinstance(base, list) else [base]) + list(extra_sets)
-    cfg = build(PipelineConfig, values, where=str(path or "pipeline"), from_cli=bool(overrides))
+    cfg = build(PipelineConfig, values, where=str(path or "pipeline"))
     _apply_sets(cfg)
     _check_names(cfg)
     return cfg
@@ -380,54 +381,10 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 
 
 # ---- the command ---------------------------------------------------------------------------------------
-def repeated_flag(name: str, value) -> list[str]:
-    """Every `--NAME X` on the command line (fire keeps only the last of a repeated flag)."""
-    found = []
-    argv = sys.argv[1:]
-    for i, tok in enumerate(argv):
-        head, eq, tail = tok.partition("=")
-        if head == f"--{name}":
-            if eq:
-                found.append(tail)
-            elif i + 1 < len(argv):
-                found.append(argv[i + 1])
-    if found:
-        return found
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _command():
-    import inspect
-
-    params = [inspect.Parameter("pipeline", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    lines = ["Run a pipeline file: every stage for every constitution, skipping finished work.", "",
-             "Args:", "    pipeline: the pipeline YAML (see pipelines/demo.yaml)"]
-    for f in dataclasses.fields(PipelineConfig):
-        flag = "from" if f.name == "from_stage" else f.name
-        if f.name in ("defaults", "stages", "slurm", "description"):
-            continue
-        lines.append(f"    {flag}: {f.metadata['help']}")
-        if f.name != "from_stage":
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None))
-    params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
-
-    def run(pipeline, **flags):
-        flags = {k.replace("-", "_"): v for k, v in flags.items() if v is not None}
-        if "from_stage" in flags:
-            flags["from"] = flags.pop("from_stage")
-        if "set" in flags:
-            flags["set"] = repeated_flag("set", flags["set"])
-        unknown = [k for k in flags if k != "from" and k not in {p.name for p in params}]
-        if unknown:
-            raise CharacterError(f"unknown option --{unknown[0]}{suggest(unknown[0], [p.name for p in params])}")
-        run_pipeline(load_pipeline(pipeline, **flags))
-
-    run.__signature__ = inspect.Signature(params)
-    run.__doc__ = "\n".join(lines)
-    return run
-
-
-COMMANDS = {"run": _command()}
+COMMANDS = {"run": command(
+    PipelineConfig, run_pipeline, "Run a pipeline file: every stage for every constitution, skipping finished work.",
+    config="pipeline", config_required=True, config_help="the pipeline YAML (see pipelines/demo.yaml)",
+    aliases={"from": "from_stage"}, hidden=("defaults", "stages", "slurm", "description"), loader=load_pipeline)}
 
 
 def _child(stage_name: str, config_json: str) -> None:

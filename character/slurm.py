@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from character.config import build, field, suggest
+from character.config import build, command, field, suggest
 from character.errors import CharacterError
 
 KINDS = ("generate", "train", "eval")
@@ -91,7 +91,7 @@ class SubmitConfig:
     from_stage: str | None = field(None, help="first stage (`--from`); earlier jobs are left out", hash=False)
     until: str | None = field(None, help="last stage; later jobs are left out", hash=False)
     set: list[str] = field(factory=list, help="'STAGE.FIELD=VALUE' overrides passed to every `character run`",
-                           hash=False)
+                           hash=False, split=False)
     dry_run: bool = field(False, help="print the scripts and the sbatch commands; submit nothing", hash=False)
     settings: dict = field(factory=dict, help="SlurmSettings given as flags (they win over the pipeline file)",
                            hash=False)
@@ -278,40 +278,7 @@ def submit(cfg: SubmitConfig) -> list[str]:
     return ids
 
 
-def _command():
-    import inspect
-
-    params = [inspect.Parameter("pipeline", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    lines = ["Render the Slurm scripts of a pipeline and submit them as a chain of job arrays.", "", "Args:"]
-    for f in dataclasses.fields(SubmitConfig) + dataclasses.fields(SlurmSettings):
-        if f.name == "settings":
-            continue
-        flag = "from" if f.name == "from_stage" else f.name
-        default = "" if f.default in (None, dataclasses.MISSING, "") else f" (default: {f.default})"
-        lines.append(f"    {flag}: {f.metadata['help']}{default}")
-        if f.name not in ("pipeline", "from_stage"):
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None))
-    params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
-    names = {p.name for p in params} | {"from"}
-
-    def submit_cmd(pipeline, **flags):
-        from character.pipeline import repeated_flag
-
-        flags = {k.replace("-", "_"): v for k, v in flags.items() if v is not None}
-        unknown = [k for k in flags if k not in names]
-        if unknown:
-            raise CharacterError(f"unknown option --{unknown[0]}{suggest(unknown[0], names)}")
-        if "from" in flags:
-            flags["from_stage"] = flags.pop("from")
-        if "set" in flags:
-            flags["set"] = repeated_flag("set", flags["set"])
-        settings = {k: flags.pop(k) for k in list(flags) if k in SETTING_NAMES}
-        submit(build(SubmitConfig, {"pipeline": pipeline, "settings": settings, **flags}, where="options",
-                     from_cli=True))
-
-    submit_cmd.__signature__ = inspect.Signature(params)
-    submit_cmd.__doc__ = "\n".join(lines)
-    return submit_cmd
-
-
-COMMANDS = {"submit": _command()}
+COMMANDS = {"submit": command(
+    SubmitConfig, submit, "Render the Slurm scripts of a pipeline and submit them as a chain of job arrays.",
+    positional="pipeline", config=None, nested={"settings": SlurmSettings}, aliases={"from": "from_stage"},
+    loader=lambda _, **values: build(SubmitConfig, values, where="options"))}

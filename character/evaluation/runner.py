@@ -194,12 +194,12 @@ def run_eval(cfg: EvalConfig) -> Path:
     from character.artifacts import (
         StageDir,
         atomic_write_json,
-        content_hash,
         git_commit,
         sha256_text,
         versions,
     )
     from character.evaluation import data
+    from character.identity import identity
     from character.resources import data_path
 
     base, systems = prepare_systems(cfg)
@@ -210,14 +210,14 @@ def run_eval(cfg: EvalConfig) -> Path:
     out = StageDir(cfg.out, "eval")
     cfg_dict = {k: v for k, v in to_dict(cfg).items() if k != "out"}
     h = config_hash(cfg)
-    inputs = {s.name: content_hash(s.adapter or s.model) for s in systems}
-    inputs["evals"] = content_hash(data_path("evals"))
+    inputs = {s.name: identity(s.adapter or s.model) for s in systems}
+    inputs["evals"] = identity(data_path("evals"))
     if const is not None:
         inputs["constitution"] = const.hash()
         inputs["eval_traits"] = list(const.eval_traits)
     control = _load_control(cfg.control) if cfg.control and "preferences" in suites else None
     if control is not None:
-        inputs["control"] = content_hash(cfg.control)
+        inputs["control"] = identity(cfg.control)
     prompts = _prompt_file(cfg.prompt_set) if Path(cfg.prompt_set).suffix == ".jsonl" else data.prompts(cfg.prompt_set)
     if out.is_complete(h, inputs) and (out.path / "results.json").is_file():
         print(f"eval: {out.path} is up to date (same config and inputs); delete it to rerun")

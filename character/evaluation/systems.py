@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from character.artifacts import content_hash, read_jsonl, write_jsonl
+from character.artifacts import read_jsonl, write_jsonl
+from character.identity import identity
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def merged_checkpoint(base: str, adapter: str) -> str:
     from character.artifacts import atomic_dir, sha256_text
     from character.resources import character_home
 
-    key = sha256_text(f"{content_hash(base) if Path(base).exists() else base}|{content_hash(adapter)}")
+    key = sha256_text(f"{identity(base)}|{identity(adapter)}")
     path = character_home() / "merged" / key
     if (path / "config.json").is_file():
         return str(path)
@@ -134,7 +135,7 @@ class Engines:
         if path is None:
             return None
         if path not in self._hashes:
-            self._hashes[path] = content_hash(path) if Path(path).exists() else path
+            self._hashes[path] = identity(path)
         return self._hashes[path]
 
     def generate(self, items: list[tuple[System, object]], sampling, label: str) -> list[str]:

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Literal
 
 from character import constitution as C
-from character.artifacts import MANIFEST, atomic_write_json, content_hash, sha256_text
+from character.artifacts import MANIFEST, atomic_write_json, sha256_text
 from character.config import field
 from character.engine.base import Engine, Request
 from character.errors import CharacterError
+from character.identity import identity
 from character.stages.common import (
     GenerateConfig,
     load_prompt_source,
@@ -218,7 +219,7 @@ def run_dpo_data(cfg: DPODataConfig) -> Path:
     student_model = cfg.student_model or sm["config"]["model"]
     student_name = cfg.student_name or model_display_name(student_model)
     teacher_name = tm.get("teacher_name") or tm["config"].get("teacher_name", "")
-    inputs = {"chosen": content_hash(chosen_sd.path), "rejected": content_hash(rejected_sd.path),
+    inputs = {"chosen": identity(chosen_sd.path), "rejected": identity(rejected_sd.path),
               "student_model": student_model, "student_name": student_name}
     # fresh: cheap to rebuild, and the filters are global: never mix with an old run
     with stage_run(cfg, "dpo-data", inputs, fresh=True) as run:

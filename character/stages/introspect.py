@@ -23,11 +23,12 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from character.artifacts import content_hash, sha256_text
+from character.artifacts import sha256_text
 from character.config import field
 from character.engine.base import Engine, Request
 from character.engine.chat import render_chat
 from character.errors import CharacterError
+from character.identity import identity
 from character.resources import data_path
 from character.stages.common import (
     GenerateConfig,
@@ -118,7 +119,7 @@ def _inputs(cfg: IntrospectConfig, data: dict, keys: tuple[str, ...]) -> dict:
         from character import models
 
         models.check_adapter(cfg.adapter, models.resolve(cfg.model))
-        inputs["adapter"] = content_hash(Path(cfg.adapter).expanduser())
+        inputs["adapter"] = identity(Path(cfg.adapter).expanduser())
     return inputs
 
 
@@ -252,7 +253,7 @@ def run_sft_data(cfg: SFTDataConfig) -> Path:
     student_model = cfg.student_model or rm["config"]["model"]
     name = cfg.name or rm.get("name") or model_display_name(student_model)
     system = cfg.system_prompt.replace("{name}", name)
-    inputs = {"reflection": content_hash(refl.path), "interaction": content_hash(inter.path),
+    inputs = {"reflection": identity(refl.path), "interaction": identity(inter.path),
               "student_model": student_model, "name": name}
     with stage_run(cfg, "sft-data", inputs, fresh=True) as run:
         if run.done:

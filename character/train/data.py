@@ -17,8 +17,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from character.artifacts import SHARD_GLOB, content_hash, read_jsonl
+from character.artifacts import SHARD_GLOB, read_jsonl
 from character.errors import CharacterError
+from character.identity import identity
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -34,10 +35,6 @@ def data_files(data: str | Path) -> list[Path]:
                                  f"output directory of a generation stage")
         return shards
     raise CharacterError(f"data '{p}': no such file or directory; give a JSONL file or a stage directory")
-
-
-def data_hash(data: str | Path) -> str:
-    return content_hash(Path(data).expanduser())
 
 
 def _read_rows(data: str | Path) -> list[tuple[str, dict]]:
@@ -160,7 +157,7 @@ def main(argv: list[str]) -> None:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         sys.exit(2)
     rows = load_dpo(argv[0]) if argv[1] == "dpo" else load_sft(argv[0])
-    print(f"ok: {len(rows)} {argv[1]} rows in {argv[0]} (hash {data_hash(argv[0])})")
+    print(f"ok: {len(rows)} {argv[1]} rows in {argv[0]} (hash {identity(argv[0])})")
 
 
 if __name__ == "__main__":

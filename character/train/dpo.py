@@ -16,7 +16,8 @@ import dataclasses
 from pathlib import Path
 
 from character.config import command, field
-from character.train.common import TrainConfig, skip_lora_input_casts
+from character.train.config import TrainConfig
+from character.train.model import skip_lora_input_casts
 
 
 @dataclasses.dataclass
@@ -71,7 +72,7 @@ def _trainer_class():
 def _fast_model_hash():
     """TRL keys its cache of precomputed reference log-probs on `hash_module(model)`, which copies every weight to
     the host as float32 and SHA-256s the bytes: 32 GB and over a minute for an 8B model on a GPU, longer than the
-    precompute itself. Swap in `weights_fingerprint` while DPOTrainer.__init__ runs (the patch
+    precompute itself. Swap in `identity.weights_identity` while DPOTrainer.__init__ runs (the patch
     `fast-reference-hash`, character/patches.py)."""
     from character import patches
 
@@ -98,55 +99,18 @@ def check_reference_hash() -> str | None:
 
 
 def swap_reference_hash():
-    """Put `weights_fingerprint` in; returns the function that puts TRL's back."""
+    """Put `identity.weights_identity` in; returns the function that puts TRL's back."""
     from trl.trainer import dpo_trainer
 
+    from character.identity import weights_identity
+
     original = dpo_trainer.hash_module
-    dpo_trainer.hash_module = weights_fingerprint
+    dpo_trainer.hash_module = weights_identity
 
     def restore():
         dpo_trainer.hash_module = original
 
     return restore
-
-
-_CHUNK = 1 << 24
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # odd, as a signed int64
-
-
-def weights_fingerprint(module) -> str:
-    """SHA-256 of every tensor's name, dtype, shape and two 64-bit sums of its bits, computed where it lives.
-
-    The bits are read as integers (no rounding), summed plainly and weighted by position, in 64-bit integers whose
-    overflow wraps; integer sums do not depend on the reduction order, so a GPU and a CPU give the same digest. A
-    changed, added or moved weight changes it. An 8B model on a GPU takes well under a second.
-    """
-    import hashlib
-
-    import torch
-
-    ints = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-    weights: dict[torch.device, torch.Tensor] = {}
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, tensor in sorted(module.state_dict().items()):
-            h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            flat = tensor.detach().contiguous().reshape(-1)
-            size = flat.element_size()
-            bits = flat.view(ints[size]) if size in ints else flat.view(torch.uint8)
-            need = min(bits.numel(), _CHUNK)
-            if bits.device not in weights or weights[bits.device].numel() < need:
-                weights[bits.device] = torch.arange(need, dtype=torch.int64, device=bits.device) * _GOLDEN + 1
-            w = weights[bits.device]
-            plain = weighted = 0
-            for start in range(0, bits.numel(), _CHUNK):
-                x = bits[start:start + _CHUNK].to(torch.int64)
-                s = int(x.sum())
-                # weight of position start+i: (start+i)*G + 1 = (i*G + 1) + start*G
-                plain += s
-                weighted += int((x * w[:x.numel()]).sum()) + start * _GOLDEN * s
-            h.update(f"{plain % (1 << 64)}|{weighted % (1 << 64)};".encode())
-    return h.hexdigest()
 
 
 def shared_dataset(rows: list[dict], where: Path):
@@ -174,22 +138,17 @@ def add_lengths(dataset):
 
 
 def train_dpo(cfg: DPOTrainConfig) -> Path:
+    from character.identity import identity
     from character.models import resolve
-    from character.train.common import (
-        Run,
-        load_model,
-        load_tokenizer,
-        lora_config,
-        model_fingerprint,
-        summarize,
-        trainer_args,
-    )
-    from character.train.data import data_hash, load_dpo
+    from character.train.config import trainer_args
+    from character.train.data import load_dpo
     from character.train.launch import launch, should_launch
+    from character.train.model import load_model, load_tokenizer, lora_config
+    from character.train.run_dir import Run, summarize
 
     base = resolve(cfg.model)
     rows = load_dpo(cfg.data)
-    run = Run(cfg, "train-dpo", {"model": model_fingerprint(base), "data": data_hash(cfg.data)})
+    run = Run(cfg, "train-dpo", {"model": identity(base), "data": identity(cfg.data)})
     if run.done():
         print(f"{run.out}: already trained with these settings and data; skipping")
         return run.out

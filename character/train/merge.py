@@ -113,15 +113,15 @@ def merge_adapters(cfg: MergeConfig) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from character.artifacts import StageDir, atomic_dir, content_hash
+    from character.artifacts import StageDir, atomic_dir
     from character.config import config_hash, to_dict
+    from character.identity import identity
     from character.models import check_adapter, resolve
-    from character.train.common import model_fingerprint
 
     base = resolve(cfg.model)
     paths = [Path(a).expanduser() for a in cfg.adapters]
     configs = [check_adapter(p, base) for p in paths]
-    inputs = {"model": model_fingerprint(base), **{f"adapter{i}": content_hash(p) for i, p in enumerate(paths)}}
+    inputs = {"model": identity(base), **{f"adapter{i}": identity(p) for i, p in enumerate(paths)}}
     out = Path(cfg.out).expanduser()
     if StageDir(out, "merge").is_complete(config_hash(cfg), inputs):
         print(f"{out}: already merged from these adapters; skipping")
@@ -151,7 +151,7 @@ def merge_adapters(cfg: MergeConfig) -> Path:
             _write_full(base, adapter_dir, tmp)
             shutil.rmtree(adapter_dir)
         else:
-            from character.train.common import load_tokenizer
+            from character.train.model import load_tokenizer
 
             load_tokenizer(base).save_pretrained(str(tmp))
         (tmp / "merge.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from character.config import command, field
-from character.train.common import TrainConfig
+from character.train.config import TrainConfig
 
 
 @dataclasses.dataclass
@@ -55,7 +55,7 @@ def start_model(base: str, cfg: SFTTrainConfig):
 
     With `--adapter`, the base carries the DPO adapter as it was trained, frozen, and a fresh trainable LoRA
     ("default") on top; both are active, so the starting model is base + DPO exactly, in any weights dtype."""
-    from character.train.common import load_model, lora_config
+    from character.train.model import load_model, lora_config
 
     model = load_model(base, cfg)
     lora = lora_config(cfg, model)
@@ -73,24 +73,20 @@ def start_model(base: str, cfg: SFTTrainConfig):
 
 
 def train_sft(cfg: SFTTrainConfig) -> Path:
+    from character.identity import identity
     from character.models import check_adapter, resolve
-    from character.train.common import (
-        Run,
-        load_tokenizer,
-        model_fingerprint,
-        skip_lora_input_casts,
-        summarize,
-        trainer_args,
-    )
-    from character.train.data import data_hash, load_sft
+    from character.train.config import trainer_args
+    from character.train.data import load_sft
     from character.train.launch import launch, should_launch
+    from character.train.model import load_tokenizer, skip_lora_input_casts
+    from character.train.run_dir import Run, summarize
 
     base = resolve(cfg.model)
     rows = load_sft(cfg.data)
-    inputs = {"model": model_fingerprint(base), "data": data_hash(cfg.data)}
+    inputs = {"model": identity(base), "data": identity(cfg.data)}
     if cfg.adapter:
         check_adapter(cfg.adapter, base)
-        inputs["adapter"] = data_hash(cfg.adapter)
+        inputs["adapter"] = identity(cfg.adapter)
     run = Run(cfg, "train-sft", inputs)
     if run.done():
         print(f"{run.out}: already trained with these settings and data; skipping")

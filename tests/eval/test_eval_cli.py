@@ -38,10 +38,10 @@ def test_adapter_for_another_base_is_rejected(cli, tiny_adapters, smollm2_path):
 def test_repeated_adapter_flags_become_a_list(tiny_adapters, tiny_llama_path, monkeypatch):
     import sys
 
-    from character.evaluation import _repeated_flag
+    from character.config import argv_values
 
     monkeypatch.setattr(sys, "argv", ["character", "eval", "all", "--adapter", "a", "--adapter=b"])
-    assert _repeated_flag("adapter") == ["a", "b"]
+    assert argv_values("adapter") == ["a", "b"]
     cfg = load(EvalConfig, None, suite="preferences", model="tiny-random-llama", adapter=",".join(tiny_adapters))
     base, systems = prepare_systems(cfg)
     assert [s.name for s in systems] == ["base", "sarcasm-a", "humor-b"]

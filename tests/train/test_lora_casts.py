@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from character.train.common import skip_lora_input_casts
+from character.train.model import skip_lora_input_casts
 
 
 def _forward_backward(model, ids):

@@ -76,7 +76,7 @@ def test_unmatched_lora_target_is_reported(tiny_llama_path, capsys):
     from transformers import AutoModelForCausalLM
 
     from character.errors import CharacterError
-    from character.train.common import check_targets
+    from character.train.model import check_targets
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32)
     assert check_targets(model, ["q_proj", "query_key_value"]) == ["q_proj"]
