@@ -16,15 +16,34 @@ def _ci(ci, nd: int = 2) -> str:
 
 
 def plots(results: dict, out: Path) -> list[str]:
-    """Write the plots; returns their file names."""
+    """Write each section's plots (the suite registry says which function draws them); returns the file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from character.evaluation.suites import SUITES
+
+    names: list[str] = []
+    for key, suite in _present(results, SUITES).items():
+        if suite.plots is not None:
+            names += suite.plots(results[key], out, plt)
+    return names
+
+
+def _present(results: dict, suites: dict) -> dict:
+    """{results key: suite} for the sections results.json holds, in registry order."""
+    out: dict = {}
+    for name, suite in suites.items():
+        key = suite.section or name
+        if results.get(key):
+            out.setdefault(key, suite)
+    return out
+
+
+def preferences_plots(pref: dict, out: Path, plt) -> list[str]:
     names = []
-    pref = results.get("preferences")
-    for sys_name, sec in (pref or {}).get("shifts", {}).items():
+    for sys_name, sec in pref.get("shifts", {}).items():
         rows = sec["rows"]
         up = [r for r in rows if r["shift"] > 0][:10]
         down = [r for r in rows if r["shift"] < 0][-10:]
@@ -46,35 +65,35 @@ def plots(results: dict, out: Path) -> list[str]:
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
         names.append(name)
-
-    rob = results.get("robustness") or {}
-    if rob.get("robustness"):
-        names.append(_robustness_plot(rob, out, plt))
-
-    cap = results.get("capability")
-    if cap:
-        systems = list(cap["systems"])
-        readings = [("accuracy", "ci95", "acc (summed log-prob)", "tab:green")]
-        if all("acc_norm" in cap["systems"][s] for s in systems):
-            readings.append(("acc_norm", "acc_norm_ci95", "acc_norm (per byte)", "tab:olive"))
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(systems) * len(readings) + 1), 3.5))
-        width = 0.8 / len(readings)
-        for k, (key, ci_key, label, color) in enumerate(readings):
-            acc = [cap["systems"][s][key] for s in systems]
-            err = [[a - cap["systems"][s][ci_key][0] for a, s in zip(acc, systems)],
-                   [cap["systems"][s][ci_key][1] - a for a, s in zip(acc, systems)]]
-            ax.bar([i + k * width for i in range(len(systems))], acc, width, yerr=err, capsize=3, color=color,
-                   label=label)
-        ax.set_xticks([i + width * (len(readings) - 1) / 2 for i in range(len(systems))], systems)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("accuracy (95% CI)")
-        ax.set_title(f"Capability: {cap['questions']} multiple-choice questions")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "capability.png", dpi=110)
-        plt.close(fig)
-        names.append("capability.png")
     return names
+
+
+def robustness_plots(rob: dict, out: Path, plt) -> list[str]:
+    return [_robustness_plot(rob, out, plt)] if rob.get("robustness") else []
+
+
+def capability_plots(cap: dict, out: Path, plt) -> list[str]:
+    systems = list(cap["systems"])
+    readings = [("accuracy", "ci95", "acc (summed log-prob)", "tab:green")]
+    if all("acc_norm" in cap["systems"][s] for s in systems):
+        readings.append(("acc_norm", "acc_norm_ci95", "acc_norm (per byte)", "tab:olive"))
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(systems) * len(readings) + 1), 3.5))
+    width = 0.8 / len(readings)
+    for k, (key, ci_key, label, color) in enumerate(readings):
+        acc = [cap["systems"][s][key] for s in systems]
+        err = [[a - cap["systems"][s][ci_key][0] for a, s in zip(acc, systems)],
+               [cap["systems"][s][ci_key][1] - a for a, s in zip(acc, systems)]]
+        ax.bar([i + k * width for i in range(len(systems))], acc, width, yerr=err, capsize=3, color=color,
+               label=label)
+    ax.set_xticks([i + width * (len(readings) - 1) / 2 for i in range(len(systems))], systems)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (95% CI)")
+    ax.set_title(f"Capability: {cap['questions']} multiple-choice questions")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "capability.png", dpi=110)
+    plt.close(fig)
+    return ["capability.png"]
 
 
 def _safe(name: str) -> str:
@@ -91,10 +110,12 @@ def _first_lines(results: dict) -> list[str]:
         L.append(f"**Inconclusive: the judge's accuracy on the labelled set, {rel['accuracy']:.2f} "
                  f"{_ci(rel['ci95'])}, does not exclude chance (0.50), so the preference shifts below cannot be told "
                  "from judge noise.** Use a stronger judge (`--judge llm --judge_model ...`).")
-    for part in ("robustness",):
-        sec = results.get(part) or {}
-        if sec.get("inconclusive"):
-            L.append(f"**Inconclusive ({part}): {sec.get('inconclusive_reason', 'see the section below')}**")
+    from character.evaluation.suites import SUITES
+
+    for key in _present(results, SUITES):  # every suite that cannot tell its result from noise says so here
+        sec = results[key]
+        if key != "preferences" and isinstance(sec, dict) and sec.get("inconclusive"):
+            L.append(f"**Inconclusive ({key}): {sec.get('inconclusive_reason', 'see the section below')}**")
     con = results.get("contamination")
     if con:
         if con.get("checked"):
@@ -134,93 +155,103 @@ def write(results: dict, path: Path) -> None:
     L += [f"Seed {results['seed']}, config hash `{results['config_hash']}`. Full numbers: results.json.", ""]
     L += _first_lines(results)
 
-    pref = results.get("preferences")
-    if pref:
-        L += ["## Revealed preferences", "",
-              f"Condition `{pref['condition']}`, {pref['comparisons']} comparisons per system "
-              f"({pref['undecided']} undecided), {pref['traits_in_play']} traits in play, judge "
-              f"`{pref['judge']['kind']}`" + (f" ({pref['judge']['mode']})" if pref['judge']['mode'] else "") + "."]
-        rel = pref.get("judge_reliability")
-        if rel:
-            L.append(f"Judge reliability on the labelled set: accuracy {rel['accuracy']:.2f} "
-                     f"{_ci(rel['ci95'])} over {rel['cases']} cases (chance 0.50).")
-            bins = rel.get("by_margin") or []
-            if bins:
-                L += ["", "Judge accuracy by verdict margin (|margin| quartiles on the labelled set): "
-                      + "; ".join(f"[{b['lo']:.3g}, {b['hi']:.3g}] {b['accuracy']:.2f} {_ci(b['ci95'])} "
-                                  f"(n={b['cases']})" for b in bins) + "."]
-        L.append("Strengths are Bradley-Terry log-strengths (mean 0); shift = system minus "
-                 f"`{pref['reference']}`, with a paired-bootstrap 95% interval; * marks the constitution's traits"
-                 + (f" (from {pref['marked_from']})." if pref.get("marked_from") else "."))
-        if pref.get("significance"):
-            L.append(f"(sig.) = {pref['significance']}; p = the permutation p-value before adjustment.")
-        conf = pref.get("confident_only")
-        for name, sec in pref["shifts"].items():
-            L += ["", f"### {name} vs {pref['reference']}", ""]
-            cm = sec.get("constitution_mean_shift")
-            if cm:
-                p = f", paired permutation p = {cm['p_value']:.3f}" if cm.get("p_value") is not None else ""
-                L.append(f"Mean shift of the constitution's traits: **{cm['shift']:+.2f}** {_ci(cm['ci95'])}{p}.")
-            if sec.get("unmarked_mean_abs_shift") is not None:
-                L.append(f"Background movement (mean |shift| of the unmarked traits in play): "
-                         f"{sec['unmarked_mean_abs_shift']:.2f}.")
-            cc = (conf or {}).get("constitution_mean_shift", {}).get(name)
-            if cc:
-                L.append(f"Sensitivity, confident verdicts only ({conf['rule']}, cut {conf['margin_cut']:.3g}; "
-                         f"{conf['verdicts'][name]} of {pref['comparisons']} verdicts): {cc['shift']:+.2f} "
-                         f"{_ci(cc['ci95'])}.")
-            L.append(f"Rank correlation of strengths with the reference (Spearman): "
-                     f"{_f(sec['spearman_vs_reference'])} (Elo: {_f(sec['elo_spearman_vs_reference'])}).")
-            L += ["", "| trait | reference | system | shift | 95% CI | p | Elo shift | matches |",
-                  "|---|---:|---:|---:|---|---:|---:|---:|"]
-            rows = sec["rows"]
-            pick = rows[:10] + [r for r in rows[10:-10] if r["constitution"]] + rows[max(10, len(rows) - 10):]
-            for r in pick:
-                star = " *" if r["constitution"] else ""
-                sig = " (sig.)" if r.get("significant") else ""
-                pv = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "n/a"
-                L.append(f"| {r['trait']}{star} | {r['reference']:+.2f} | {r['system']:+.2f} | "
-                         f"**{r['shift']:+.2f}**{sig} | {_ci(r['ci95'])} | {pv} | {r['elo_shift']:+.0f} | "
-                         f"{r['matches']} |")
-            plot = f"preferences_shift_{_safe(name)}.png"
-            if plot in results.get("plots", []):
-                L += ["", f"![shifts]({plot})"]
-        spread = {k: v["elo_order_sd"] for k, v in pref["strengths"].items()}
-        L += ["", "Online Elo (the original's method) depends on the order of the matches: re-playing the same "
-              "matches in random orders moves a trait's Elo by " +
-              ", ".join(f"{v:.1f} points (`{k}`)" for k, v in spread.items()) + " on average (SD)."]
+    from character.evaluation.suites import SUITES
 
-    L += _robustness_section(results)
-
-    coh = results.get("coherence")
-    if coh:
-        L += ["", "## Coherence", "", f"{coh['prompts']} prompts, LLM judge in both orders; only consistent "
-              f"verdicts count. Win rate of each system against `{coh['reference']}`:", "",
-              "| system | win rate | 95% CI | consistent verdicts |", "|---|---:|---|---:|"]
-        for name, p in coh["pairs"].items():
-            L.append(f"| {name} | {_f(p['win_rate'])} | {_ci(p['ci95'])} | {p['consistent']} "
-                     f"({p['consistency_rate']:.0%}) |")
-
-    cap = results.get("capability")
-    if cap:
-        L += ["", "## Capability retention", "", f"{cap['questions']} multiple-choice questions scored by "
-              "log-likelihood: acc takes the option with the highest summed log-probability (which favours short "
-              "options), acc_norm the highest per UTF-8 byte of the option.", "",
-              "| system | acc | 95% CI | delta vs reference | 95% CI "
-              "| acc_norm | 95% CI | delta vs reference | 95% CI |",
-              "|---|---:|---|---:|---|---:|---|---:|---|"]
-        for name, s in cap["systems"].items():
-            cells = [_capability_cells(s["accuracy"], s["ci95"], s.get("delta_vs_reference"))]
-            if "acc_norm" in s:
-                cells.append(_capability_cells(s["acc_norm"], s["acc_norm_ci95"], s.get("acc_norm_delta_vs_reference")))
-            else:
-                cells.append("n/a | | | |")
-            L.append(f"| {name} | " + " | ".join(cells) + " |")
-        if cap.get("harness"):
-            L += ["", "lm-evaluation-harness: see results.json `capability.harness`."]
-        if "capability.png" in results.get("plots", []):
-            L += ["", "![capability](capability.png)"]
+    for key, suite in _present(results, SUITES).items():
+        if suite.report is not None:
+            L += suite.report(results[key], results)
     atomic_write_text(path, "\n".join(L) + "\n")
+
+
+def preferences_section(pref: dict, results: dict) -> list[str]:
+    L = []
+    L += ["## Revealed preferences", "",
+          f"Condition `{pref['condition']}`, {pref['comparisons']} comparisons per system "
+          f"({pref['undecided']} undecided), {pref['traits_in_play']} traits in play, judge "
+          f"`{pref['judge']['kind']}`" + (f" ({pref['judge']['mode']})" if pref['judge']['mode'] else "") + "."]
+    rel = pref.get("judge_reliability")
+    if rel:
+        L.append(f"Judge reliability on the labelled set: accuracy {rel['accuracy']:.2f} "
+                 f"{_ci(rel['ci95'])} over {rel['cases']} cases (chance 0.50).")
+        bins = rel.get("by_margin") or []
+        if bins:
+            L += ["", "Judge accuracy by verdict margin (|margin| quartiles on the labelled set): "
+                  + "; ".join(f"[{b['lo']:.3g}, {b['hi']:.3g}] {b['accuracy']:.2f} {_ci(b['ci95'])} "
+                              f"(n={b['cases']})" for b in bins) + "."]
+    L.append("Strengths are Bradley-Terry log-strengths (mean 0); shift = system minus "
+             f"`{pref['reference']}`, with a paired-bootstrap 95% interval; * marks the constitution's traits"
+             + (f" (from {pref['marked_from']})." if pref.get("marked_from") else "."))
+    if pref.get("significance"):
+        L.append(f"(sig.) = {pref['significance']}; p = the permutation p-value before adjustment.")
+    conf = pref.get("confident_only")
+    for name, sec in pref["shifts"].items():
+        L += ["", f"### {name} vs {pref['reference']}", ""]
+        cm = sec.get("constitution_mean_shift")
+        if cm:
+            p = f", paired permutation p = {cm['p_value']:.3f}" if cm.get("p_value") is not None else ""
+            L.append(f"Mean shift of the constitution's traits: **{cm['shift']:+.2f}** {_ci(cm['ci95'])}{p}.")
+        if sec.get("unmarked_mean_abs_shift") is not None:
+            L.append(f"Background movement (mean |shift| of the unmarked traits in play): "
+                     f"{sec['unmarked_mean_abs_shift']:.2f}.")
+        cc = (conf or {}).get("constitution_mean_shift", {}).get(name)
+        if cc:
+            L.append(f"Sensitivity, confident verdicts only ({conf['rule']}, cut {conf['margin_cut']:.3g}; "
+                     f"{conf['verdicts'][name]} of {pref['comparisons']} verdicts): {cc['shift']:+.2f} "
+                     f"{_ci(cc['ci95'])}.")
+        L.append(f"Rank correlation of strengths with the reference (Spearman): "
+                 f"{_f(sec['spearman_vs_reference'])} (Elo: {_f(sec['elo_spearman_vs_reference'])}).")
+        L += ["", "| trait | reference | system | shift | 95% CI | p | Elo shift | matches |",
+              "|---|---:|---:|---:|---|---:|---:|---:|"]
+        rows = sec["rows"]
+        pick = rows[:10] + [r for r in rows[10:-10] if r["constitution"]] + rows[max(10, len(rows) - 10):]
+        for r in pick:
+            star = " *" if r["constitution"] else ""
+            sig = " (sig.)" if r.get("significant") else ""
+            pv = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "n/a"
+            L.append(f"| {r['trait']}{star} | {r['reference']:+.2f} | {r['system']:+.2f} | "
+                     f"**{r['shift']:+.2f}**{sig} | {_ci(r['ci95'])} | {pv} | {r['elo_shift']:+.0f} | "
+                     f"{r['matches']} |")
+        plot = f"preferences_shift_{_safe(name)}.png"
+        if plot in results.get("plots", []):
+            L += ["", f"![shifts]({plot})"]
+    spread = {k: v["elo_order_sd"] for k, v in pref["strengths"].items()}
+    L += ["", "Online Elo (the original's method) depends on the order of the matches: re-playing the same "
+          "matches in random orders moves a trait's Elo by " +
+          ", ".join(f"{v:.1f} points (`{k}`)" for k, v in spread.items()) + " on average (SD)."]
+    return L
+
+
+def coherence_section(coh: dict, results: dict) -> list[str]:
+    L = []
+    L += ["", "## Coherence", "", f"{coh['prompts']} prompts, LLM judge in both orders; only consistent "
+          f"verdicts count. Win rate of each system against `{coh['reference']}`:", "",
+          "| system | win rate | 95% CI | consistent verdicts |", "|---|---:|---|---:|"]
+    for name, p in coh["pairs"].items():
+        L.append(f"| {name} | {_f(p['win_rate'])} | {_ci(p['ci95'])} | {p['consistent']} "
+                 f"({p['consistency_rate']:.0%}) |")
+    return L
+
+
+def capability_section(cap: dict, results: dict) -> list[str]:
+    L = []
+    L += ["", "## Capability retention", "", f"{cap['questions']} multiple-choice questions scored by "
+          "log-likelihood: acc takes the option with the highest summed log-probability (which favours short "
+          "options), acc_norm the highest per UTF-8 byte of the option.", "",
+          "| system | acc | 95% CI | delta vs reference | 95% CI "
+          "| acc_norm | 95% CI | delta vs reference | 95% CI |",
+          "|---|---:|---|---:|---|---:|---|---:|---|"]
+    for name, s in cap["systems"].items():
+        cells = [_capability_cells(s["accuracy"], s["ci95"], s.get("delta_vs_reference"))]
+        if "acc_norm" in s:
+            cells.append(_capability_cells(s["acc_norm"], s["acc_norm_ci95"], s.get("acc_norm_delta_vs_reference")))
+        else:
+            cells.append("n/a | | | |")
+        L.append(f"| {name} | " + " | ".join(cells) + " |")
+    if cap.get("harness"):
+        L += ["", "lm-evaluation-harness: see results.json `capability.harness`."]
+    if "capability.png" in results.get("plots", []):
+        L += ["", "![capability](capability.png)"]
+    return L
 
 
 def _capability_cells(acc: float, ci, delta: dict | None) -> str:
@@ -266,10 +297,7 @@ def _robustness_plot(rob: dict, out: Path, plt) -> str:
     return "robustness_accuracy.png"
 
 
-def _robustness_section(results: dict) -> list[str]:
-    rob = results.get("robustness")
-    if not rob:
-        return []
+def robustness_section(rob: dict, results: dict) -> list[str]:
     check, clf = rob["classifier_check"], rob["classifier"]
     L = ["", "## Robustness", ""]
     if check["inconclusive"]:

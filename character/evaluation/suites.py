@@ -1,8 +1,10 @@
 """The evaluation suites, in one table: `character eval NAME` runs `SUITES[NAME]`, `all` runs them in this order.
 
 Each suite is a function `run(ctx: SuiteContext) -> dict` that returns its section of results.json; the runner
-times it (`timings.json`: `{section}_s`) and the report shows the sections in the same order. A new suite is one
-module with such a function plus one line in SUITES. Imports nothing heavy: suites import their modules when run.
+times it (`timings.json`: `{section}_s`), and report.md and the plots show the sections in the same order, each
+drawn by the suite's `report` and `plots` functions. A section that sets `inconclusive: true` (its judge or
+classifier cannot be told from chance) and `inconclusive_reason` gets a warning at the top of the report. A new
+suite is one module with such functions plus one line in SUITES. Imports nothing heavy: suites import their modules when run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from character.errors import CharacterError
+from character.evaluation import report as R
 
 
 @dataclass
@@ -42,6 +45,10 @@ class Suite:
     needs_constitution: bool = False
     # checked before any engine starts: (cfg) -> None, raising CharacterError
     check: Callable[[Any], None] | None = None
+    # report.md lines of its section: (section, results) -> list[str] (report.py has the shipped ones)
+    report: Callable[[dict, dict], list[str]] | None = None
+    # its plots: (section, out dir, matplotlib.pyplot) -> file names written
+    plots: Callable[[dict, Any, Any], list[str]] | None = None
 
 
 def _sample(items: list, n: int, seed: int) -> list:
@@ -149,13 +156,15 @@ def check_harness(cfg) -> None:
 
 
 SUITES: dict[str, Suite] = {
-    "preferences": Suite(run_preferences, "revealed trait preferences (Bradley-Terry shifts)"),
+    "preferences": Suite(run_preferences, "revealed trait preferences (Bradley-Terry shifts)",
+                         report=R.preferences_section, plots=R.preferences_plots),
     "robustness": Suite(run_robustness, "adversarial suffixes against a persona classifier", section="robustness",
-                        needs_constitution=True),
+                        needs_constitution=True, report=R.robustness_section, plots=R.robustness_plots),
     "prefill": Suite(run_robustness, "continuing a base model's answer", section="robustness",
-                     needs_constitution=True),
-    "coherence": Suite(run_coherence, "pairwise LLM judge of answer quality"),
-    "capability": Suite(run_capability, "multiple-choice questions by log-likelihood", check=check_harness),
+                     needs_constitution=True, report=R.robustness_section, plots=R.robustness_plots),
+    "coherence": Suite(run_coherence, "pairwise LLM judge of answer quality", report=R.coherence_section),
+    "capability": Suite(run_capability, "multiple-choice questions by log-likelihood", check=check_harness,
+                        report=R.capability_section, plots=R.capability_plots),
 }
 CHOICES = (*SUITES, "all")
 
