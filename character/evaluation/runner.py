@@ -75,6 +75,8 @@ class EvalConfig(EngineConfig, Sampling):
                      "into a full checkpoint served by its own engine; auto: multi")
     score_backend: Literal["auto", "hf"] = field("auto", help="engine for log-prob scoring (capability, llm "
                                                  "judge): auto = the generating engine, hf = transformers")
+    data: str | None = field(None, help="a suite's own data: official benchmark files in their published layout "
+                                        "(a file or directory; each suite says which), instead of the shipped set")
     max_tokens: int = field(128, help="new tokens per answer")
     out: str = field("runs/eval", help="output directory", hash=False)
 
