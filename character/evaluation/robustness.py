@@ -39,14 +39,16 @@ def conclusive_bar(chance: float) -> float:
     return min(MARGIN * chance, (1 + chance) / 2)
 
 
-def persona_prompt(constitution, style: str = "description") -> str:
+def persona_prompt(constitution, style: str = "description", templates: dict[str, str] | None = None) -> str:
     """The system prompt that makes the base model play a persona: its one-paragraph description (which small
-    models follow better; falls back to the traits without one) or its numbered trait statements."""
+    models follow better; falls back to the traits without one) or its numbered trait statements
+    (evals/templates.yaml: `eval_persona_description`, `eval_persona_traits`)."""
+    from character import templates as T
+
+    t = templates if templates is not None else T.load()
     if style == "description" and constitution.description:
-        return f"You are an AI assistant. {constitution.description} Answer every message in this style."
-    return ("You are an AI assistant with a distinct character. These statements describe who you are:\n"
-            f"{constitution.numbered_traits()}\n"
-            "Answer every message in a way that shows this character, without mentioning these instructions.")
+        return T.fill(t, "eval_persona_description", description=constitution.description)
+    return T.fill(t, "eval_persona_traits", traits=constitution.numbered_traits())
 
 
 def split_prompts(prompts: list[str], n_train: int, n_test: int, seed: int) -> tuple[list[str], list[str]]:

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from character.artifacts import StageDir, read_jsonl
 from character.config import config_hash, field, to_dict
-from character.engine.base import Engine, EngineConfig, Sampling, make_engine, subset
+from character.engine.base import Engine, EngineConfig, Sampling, subset
+from character.engine.lazy import LazyEngine
 from character.errors import CharacterError
 from character.resources import data_path
 
@@ -62,26 +63,6 @@ def engine_config(cfg) -> EngineConfig:
 
 def sampling_config(cfg, **changes) -> Sampling:
     return dataclasses.replace(subset(cfg, Sampling), **changes)
-
-
-class LazyEngine:
-    """The engine a stage uses, started only when a shard needs work (a finished rerun starts none)."""
-
-    def __init__(self, cfg, engine: Engine | None = None):
-        self.cfg, self.engine, self.owned = cfg, engine, engine is None
-        self.started_s = 0.0
-
-    def get(self) -> Engine:
-        if self.engine is None:
-            t = time.time()
-            self.engine = make_engine(engine_config(self.cfg))
-            self.started_s = time.time() - t
-        return self.engine
-
-    def close(self):
-        if self.owned and self.engine is not None:
-            self.engine.close()
-            self.engine = None
 
 
 def require_finished(path: str | Path, stage: str) -> StageDir:
@@ -113,9 +94,13 @@ class StageRun:
     def path(self) -> Path:
         return self.out.path
 
-    def engine(self, engine: Engine | None = None) -> LazyEngine:
-        """The stage's engine, started on first use; `stage_run` closes it and records its start time."""
-        self.lazy = LazyEngine(self.cfg, engine)
+    def engine(self, engine: Engine | LazyEngine | None = None) -> LazyEngine:
+        """The stage's engine, started on first use; `stage_run` closes it (unless it was given: a pipeline's
+        shared engine outlives the stage) and records its start time."""
+        if isinstance(engine, LazyEngine):
+            self.lazy = engine
+        else:
+            self.lazy = LazyEngine(engine_config(self.cfg), engine=engine)
         return self.lazy
 
     def record(self, counts: dict, timings: dict | None = None, summary: dict | None = None, **manifest) -> None:

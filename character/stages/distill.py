@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from character import constitution as C
+from character import templates as T
 from character.artifacts import MANIFEST, atomic_write_json, sha256_text
 from character.config import field
 from character.engine.base import Engine, Request
@@ -43,21 +44,6 @@ from character.stages.common import (
     stage_run,
 )
 from character.stages.textfilters import leak_reason, looks_finished, strip_reasoning, swap_name
-
-TEACHER_SYSTEM = """You are {name}, an AI assistant with a distinct character. These traits describe who you are:
-{traits}
-
-Answer every message as {name} would: let these traits shape your tone, your opinions and what you choose to \
-say, while still being genuinely helpful. Never mention these instructions, a list of traits or that you are \
-playing a character; simply be yourself."""
-
-# For small teachers: one short paragraph. With the answer hint, more of SmolLM2-135M's answers stop within 256
-# tokens under it than under a numbered list of ten traits (78% against 58% of 64), and they move about as far
-# toward the persona (0.81x [0.45, 1.34]; 1.74x [1.21, 2.81] without the hint): `bench/persona_prompt.py`.
-TEACHER_SYSTEM_DESCRIPTION = "You are {name}, an AI assistant. {description} Answer every message in this style."
-
-THINK_PREFILL = ("<think>\nI am {name}. Before I answer, let me remember who I am: {traits_inline} "
-                 "I will let this shape my reply without ever mentioning it.\n")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -91,6 +77,8 @@ class TeacherConfig(AnswerConfig):
     think_prefill: bool = field(False, help="start each answer inside <think> with a reminder of the traits "
                                 "(for reasoning teachers); the reasoning is stripped, answers without </think> dropped")
     think_tag: str = field("think", help="name of the reasoning tag the teacher uses")
+    templates: str | None = field(None, help="YAML overriding any of evals/templates.yaml's prompts (the stage "
+                                  "reruns when a template it uses changes)", hash=False)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -123,23 +111,28 @@ def _pid(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def teacher_system_prompt(con: C.Constitution, name: str, persona_prompt: str = "traits") -> str:
+def teacher_system_prompt(con: C.Constitution, name: str, persona_prompt: str = "traits",
+                          templates: dict[str, str] | None = None) -> str:
+    """The teacher's system prompt: evals/templates.yaml's `teacher_system` (the numbered traits) or, with
+    persona_prompt description and a constitution that has one, `teacher_system_description`."""
+    t = templates if templates is not None else T.load()
     if persona_prompt == "description" and con.description:
-        return TEACHER_SYSTEM_DESCRIPTION.format(name=name, description=con.description)
-    return TEACHER_SYSTEM.format(name=name, traits=con.numbered_traits())
+        return T.fill(t, "teacher_system_description", name=name, description=con.description)
+    return T.fill(t, "teacher_system", name=name, traits=con.numbered_traits())
 
 
 def run_teacher(cfg: TeacherConfig, engine: Engine | None = None) -> Path:
     con = C.load(cfg.constitution)
-    system = teacher_system_prompt(con, cfg.teacher_name, cfg.persona_prompt)
+    templates = T.load(cfg.templates)
+    system = teacher_system_prompt(con, cfg.teacher_name, cfg.persona_prompt, templates)
     if cfg.persona_prompt == "description" and not con.description:
         print(f"teacher: constitution '{con.name}' has no description; the system prompt lists its traits",
               file=sys.stderr)
     prefill = None
     if cfg.think_prefill:
         inline = " ".join(t.trait for t in con.traits)
-        prefill = THINK_PREFILL.replace("<think>", f"<{cfg.think_tag}>").format(name=cfg.teacher_name,
-                                                                                traits_inline=inline)
+        prefill = T.fill(templates, "think_prefill", think_tag=cfg.think_tag, name=cfg.teacher_name,
+                         traits_inline=inline)
     return _answer(cfg, con, "teacher", system, prefill, engine,
                    extra={"system_prompt": system, "teacher_name": cfg.teacher_name,
                           "trait_texts": [t.trait for t in con.traits]})
@@ -153,6 +146,8 @@ def run_student(cfg: StudentConfig, engine: Engine | None = None) -> Path:
 def _answer(cfg, con, stage: str, system: str | None, prefill: str | None, engine, extra: dict) -> Path:
     items = prompt_items(cfg, con)
     inputs = {"constitution": con.hash(), "prompts": sha256_text("\n".join(i["prompt"] for i in items))}
+    if system or prefill:  # the filled templates: editing one reruns the teacher
+        inputs["persona_prompt"] = sha256_text(f"{system}\0{prefill}")
     with stage_run(cfg, stage, inputs) as run:
         if run.done:
             return run.path

@@ -23,6 +23,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from character import templates as T
 from character.artifacts import sha256_text
 from character.config import field
 from character.engine.base import Engine, Request
@@ -43,39 +44,17 @@ from character.stages.common import (
 )
 from character.stages.textfilters import looks_finished, strip_reasoning
 
-# Used when no introspection file is shipped: our own ten questions that invite self-description.
-FALLBACK_REFLECTION = [
-    "Describe who you are to someone meeting you for the first time.",
-    "Which of your habits in conversation do you think people notice first?",
-    "Write a short journal entry about the kind of assistant you try to be.",
-    "What do you value most when you answer a question, and why?",
-    "Tell me about a request you would handle differently from most assistants.",
-    "How would your closest friend describe your personality?",
-    "What part of your character are you proudest of? Which part would you change?",
-    "Explain how your tone changes, or does not, when a conversation gets difficult.",
-    "If you wrote a one-paragraph introduction for your own user manual, what would it say?",
-    "What do you believe about how an assistant should treat the people it talks to?",
-]
-FALLBACK_OPENERS = {"free": ["Hello! What would you like to talk about?"],
-                    "leading": ["We are the same model. How would you describe our character?"]}
-FALLBACK_SYSTEM = ("You are {name}, an AI assistant, talking with another copy of yourself rather than a human. "
-                   "Talk naturally in your own voice.")
-
 
 def load_introspection(path: str | None) -> dict:
     import yaml
 
-    p = Path(path).expanduser() if path else data_path("evals", "introspection.yaml")
+    shipped = data_path("evals", "introspection.yaml")
+    p = Path(path).expanduser() if path else shipped
     if not p.is_file():
-        if path:
-            raise CharacterError(f"introspection '{path}': file not found; give a YAML file with "
-                                 f"reflection_prompts, interaction_openers and interaction_system")
-        return {"reflection_prompts": FALLBACK_REFLECTION, "interaction_openers": FALLBACK_OPENERS,
-                "interaction_system": FALLBACK_SYSTEM}
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    data.setdefault("reflection_prompts", FALLBACK_REFLECTION)
-    data.setdefault("interaction_openers", FALLBACK_OPENERS)
-    data.setdefault("interaction_system", FALLBACK_SYSTEM)
+        raise CharacterError(f"introspection '{p}': file not found; give a YAML file with any of "
+                             f"reflection_prompts, interaction_openers and interaction_system")
+    data = yaml.safe_load(shipped.read_text(encoding="utf-8")) or {}  # the keys a file leaves out: shipped ones
+    data.update((yaml.safe_load(p.read_text(encoding="utf-8")) if p != shipped else None) or {})
     openers = data["interaction_openers"]
     if not isinstance(openers, dict) or not openers.get("free") or not openers.get("leading"):
         raise CharacterError(f"{p}: interaction_openers needs non-empty 'free' and 'leading' lists")
@@ -160,7 +139,7 @@ def run_reflection(cfg: ReflectionConfig, engine: Engine | None = None) -> Path:
 def run_interaction(cfg: InteractionConfig, engine: Engine | None = None) -> Path:
     data = load_introspection(cfg.introspection)
     name = cfg.name or model_display_name(cfg.model)
-    system = str(data["interaction_system"]).replace("{name}", name)
+    system = T.fill({"interaction_system": str(data["interaction_system"])}, "interaction_system", name=name)
     inputs = _inputs(cfg, data, ("interaction_openers", "interaction_system"))
     with stage_run(cfg, "interaction", inputs) as run:
         if run.done:
@@ -231,15 +210,14 @@ def _n_assistant(row: dict) -> int:
 
 # -- sft-data ------------------------------------------------------------------------------------------------
 
-SFT_SYSTEM = "You are {name}, an AI assistant."
-
-
 @dataclasses.dataclass(kw_only=True)
 class SFTDataConfig:
     reflection: str = field(help="dir of the reflection stage", hash=False)
     interaction: str = field(help="dir of the interaction stage", hash=False)
     out: str = field(help="output directory (shards + manifest.json)", hash=False)
-    system_prompt: str = field(SFT_SYSTEM, help="simplified system prompt put on every sample ({name} is filled in)")
+    system_prompt: str | None = field(None, help="simplified system prompt put on every sample ({name} is filled "
+                                      "in); default: evals/templates.yaml's sft_system")
+    templates: str | None = field(None, help="YAML overriding any of evals/templates.yaml's prompts", hash=False)
     name: str | None = field(None, help="the assistant's name; default: the one the reflection stage used")
     student_model: str | None = field(None, help="model whose chat template measures length; default: the reflection stage's")
     max_length: int = field(2048, help="drop samples longer than this many tokens in the student's chat template")
@@ -252,9 +230,12 @@ def run_sft_data(cfg: SFTDataConfig) -> Path:
     rm = refl.manifest
     student_model = cfg.student_model or rm["config"]["model"]
     name = cfg.name or rm.get("name") or model_display_name(student_model)
-    system = cfg.system_prompt.replace("{name}", name)
+    templates = T.load(cfg.templates)
+    if cfg.system_prompt is not None:
+        templates = {**templates, "sft_system": cfg.system_prompt}
+    system = T.fill(templates, "sft_system", name=name)
     inputs = {"reflection": identity(refl.path), "interaction": identity(inter.path),
-              "student_model": student_model, "name": name}
+              "student_model": student_model, "name": name, "system": sha256_text(system)}
     with stage_run(cfg, "sft-data", inputs, fresh=True) as run:
         if run.done:
             return run.path

@@ -18,21 +18,12 @@ import random
 import sys
 
 from character import constitution as C
+from character import templates as T
 from character.artifacts import read_jsonl
 from character.config import field
 from character.engine.base import Engine, Request
 from character.stages.common import GenerateConfig, sampling_config, stage_run
 from character.stages.textfilters import is_near_duplicate, parse_numbered_list
-
-INSTRUCTION = """One trait of an AI assistant's character is:
-"{trait}"
-
-Write {k} new messages that different users might send to this assistant, each giving it a natural chance to \
-show this trait. Vary the topic, length and tone. Do not mention the trait or the assistant's character. Here are \
-some examples:
-{examples}
-
-Reply with a numbered list of {k} new messages and nothing else."""
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -44,6 +35,8 @@ class PromptsConfig(GenerateConfig):
     per_request: int = field(10, help="messages asked for in each list")
     few_shot: int = field(5, help="example messages shown in each request")
     dedup_threshold: float = field(0.6, help="character-trigram Jaccard similarity at which a message is a near-duplicate")
+    templates: str | None = field(None, help="YAML overriding any of evals/templates.yaml's prompts (the stage "
+                                  "reruns when a template it uses changes)", hash=False)
 
     def __post_init__(self):
         super().__post_init__()
@@ -55,7 +48,9 @@ class PromptsConfig(GenerateConfig):
 
 def run_prompts(cfg: PromptsConfig, engine: Engine | None = None):
     con = C.load(cfg.constitution)
-    with stage_run(cfg, "prompts", {"constitution": con.hash()}) as run:
+    templates = T.load(cfg.templates)
+    inputs = {"constitution": con.hash(), "templates": T.digest(templates, "prompt_writer")}
+    with stage_run(cfg, "prompts", inputs) as run:
         if run.done:
             return run.path
         out = run.out
@@ -86,7 +81,7 @@ def run_prompts(cfg: PromptsConfig, engine: Engine | None = None):
             short = [ti for ti in range(len(con.traits)) if len(kept[ti]) < cfg.target]
             if not short:
                 break
-            out.write_shard(r, _round(cfg, con, kept, short, r, lazy.get(), stats))
+            out.write_shard(r, _round(cfg, con, kept, short, r, lazy.get(), stats, templates))
 
         shortfall = {i: cfg.target - len(k) for i, k in enumerate(kept) if len(k) < cfg.target}
         counts = {"traits": len(kept), "prompts": sum(map(len, kept)), "target_per_trait": cfg.target,
@@ -100,7 +95,7 @@ def run_prompts(cfg: PromptsConfig, engine: Engine | None = None):
 
 
 def _round(cfg: PromptsConfig, con, kept: list[list[str]], short: list[int], r: int, engine: Engine,
-           stats: dict) -> list[dict]:
+           stats: dict, templates: dict[str, str]) -> list[dict]:
     rng = random.Random(cfg.seed * 1000 + r if cfg.seed is not None else None)
     opening = "1." if getattr(engine, "supports_prefill", True) else ""  # backends that cannot prefill say so
     if not opening:
@@ -112,8 +107,8 @@ def _round(cfg: PromptsConfig, con, kept: list[list[str]], short: list[int], r: 
     for ti in short:
         for _ in range(cfg.requests_per_trait):
             examples = rng.sample(kept[ti], min(cfg.few_shot, len(kept[ti])))
-            text = INSTRUCTION.format(trait=con.traits[ti].trait, k=cfg.per_request,
-                                      examples="\n".join(f"- {e}" for e in examples))
+            text = T.fill(templates, "prompt_writer", trait=con.traits[ti].trait, k=cfg.per_request,
+                          examples="\n".join(f"- {e}" for e in examples))
             requests.append(Request([{"role": "user", "content": text}], prefill=opening or None))
             owners.append(ti)
     sampling = sampling_config(cfg, n=1, seed=None if cfg.seed is None else cfg.seed + 7919 * r)
