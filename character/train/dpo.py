@@ -142,19 +142,14 @@ def train_dpo(cfg: DPOTrainConfig) -> Path:
     from character.models import resolve
     from character.train.config import trainer_args
     from character.train.data import load_dpo
-    from character.train.launch import launch, should_launch
     from character.train.model import load_model, load_tokenizer, lora_config
     from character.train.run_dir import Run, summarize
 
     base = resolve(cfg.model)
     rows = load_dpo(cfg.data)
     run = Run(cfg, "train-dpo", {"model": identity(base), "data": identity(cfg.data)})
-    if run.done():
-        print(f"{run.out}: already trained with these settings and data; skipping")
-        return run.out
-    if should_launch(cfg):  # after the checks: bad input and finished runs cost no accelerate start-up
-        return launch(cfg, "dpo")
-    resume_from = run.begin()
+    if not run.start("dpo"):
+        return run.final
 
     from trl import DPOConfig
 
@@ -172,14 +167,13 @@ def train_dpo(cfg: DPOTrainConfig) -> Path:
                                answer_logprobs=cfg.answer_logprobs)
     if cfg.group_by_length:
         trainer.train_dataset = add_lengths(trainer.train_dataset)
-    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=run.resume_from)
 
     run.save(trainer)  # every process: ZeRO-3 and FSDP gather the adapter's shards
     if trainer.accelerator.is_main_process:
         counts = {"pairs": len(rows), "steps": trainer.state.global_step}
         metrics = summarize(trainer, counts, ("rewards/margins", "rewards/accuracies", "rewards/chosen",
                                               "rewards/rejected", "logps/chosen", "logps/rejected"))
-        metrics["resumed_from"] = resume_from
         import shutil
 
         shutil.rmtree(run.out / ".dataset", ignore_errors=True)  # before publish: not part of the output hash
@@ -188,8 +182,4 @@ def train_dpo(cfg: DPOTrainConfig) -> Path:
     return run.out
 
 
-def _run(cfg: DPOTrainConfig) -> None:
-    train_dpo(cfg)
-
-
-DPO_COMMAND = command(DPOTrainConfig, _run, "DPO distillation: a LoRA adapter preferring the teacher's answers.")
+DPO_COMMAND = command(DPOTrainConfig, train_dpo, "DPO distillation: a LoRA adapter preferring the teacher's answers.")

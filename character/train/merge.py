@@ -176,9 +176,5 @@ def _write_full(base: str, adapter_dir: Path, target: Path) -> None:
     AutoTokenizer.from_pretrained(base).save_pretrained(str(target))
 
 
-def _run(cfg: MergeConfig) -> None:
-    merge_adapters(cfg)
-
-
-COMMANDS = {"merge": command(MergeConfig, _run, "Merge LoRA adapters with weights (exact weighted sum); "
+COMMANDS = {"merge": command(MergeConfig, merge_adapters, "Merge LoRA adapters with weights (exact weighted sum); "
                                                    "--full writes a merged model.")}

@@ -51,9 +51,26 @@ class Run:
         self.hash = config_hash(cfg)
         self.inputs = inputs
         self.started = time.time()
+        self.resume_from: str | None = None
 
     def done(self) -> bool:
         return self.dir.is_complete(self.hash, self.inputs) and (self.final / "adapter_config.json").is_file()
+
+    def start(self, command: str) -> bool:
+        """True: train in this process, from checkpoint `self.resume_from` (None: from scratch). False: nothing to
+        do here, because a finished adapter matches, or because the launcher ran `character train COMMAND` under
+        `accelerate launch` to the end. Called after the input checks: bad input and finished runs cost no
+        accelerate start-up."""
+        from character.train.launch import launch, should_launch
+
+        if self.done():
+            print(f"{self.final}: already trained with these settings and data; skipping")
+            return False
+        if should_launch(self.cfg):
+            launch(self.cfg, command)
+            return False
+        self.resume_from = self.begin()
+        return True
 
     def begin(self) -> str | None:
         """Prepare the directory; returns the checkpoint to resume from (None: start fresh).
@@ -107,7 +124,7 @@ class Run:
         """Main process, after `save`: metrics and config join the adapter; the adapter config is moved in last,
         the manifest after it, and a run working beside a finished adapter is swapped in for it."""
         staging = self.staging
-        atomic_write_json(staging / "metrics.json", metrics)
+        atomic_write_json(staging / "metrics.json", {**metrics, "resumed_from": self.resume_from})
         atomic_write_json(staging / "config.resolved.json", to_dict(self.cfg))
         names = sorted(p.name for p in staging.iterdir())
         for name in [n for n in names if n != "adapter_config.json"] + ["adapter_config.json"]:

@@ -77,7 +77,6 @@ def train_sft(cfg: SFTTrainConfig) -> Path:
     from character.models import check_adapter, resolve
     from character.train.config import trainer_args
     from character.train.data import load_sft
-    from character.train.launch import launch, should_launch
     from character.train.model import load_tokenizer, skip_lora_input_casts
     from character.train.run_dir import Run, summarize
 
@@ -88,12 +87,8 @@ def train_sft(cfg: SFTTrainConfig) -> Path:
         check_adapter(cfg.adapter, base)
         inputs["adapter"] = identity(cfg.adapter)
     run = Run(cfg, "train-sft", inputs)
-    if run.done():
-        print(f"{run.out}: already trained with these settings and data; skipping")
-        return run.out
-    if should_launch(cfg):  # after the checks: bad input and finished runs cost no accelerate start-up
-        return launch(cfg, "sft")
-    resume_from = run.begin()
+    if not run.start("sft"):
+        return run.final
 
     from trl import SFTConfig, SFTTrainer
 
@@ -105,7 +100,7 @@ def train_sft(cfg: SFTTrainConfig) -> Path:
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     skip_lora_input_casts(trainer)
-    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=run.resume_from)
 
     run.save(trainer)  # every process: ZeRO-3 and FSDP gather the adapter's shards
     if trainer.accelerator.is_main_process:
@@ -114,15 +109,10 @@ def train_sft(cfg: SFTTrainConfig) -> Path:
         counts = {"conversations": len(rows), "tokens": n_tokens, "trained_tokens": n_trained,
                   "steps": trainer.state.global_step}
         metrics = summarize(trainer, counts, ("mean_token_accuracy", "entropy"))
-        metrics["resumed_from"] = resume_from
         metrics["started_from_adapter"] = cfg.adapter
         run.publish(metrics)
     trainer.accelerator.wait_for_everyone()
     return run.out
 
 
-def _run(cfg: SFTTrainConfig) -> None:
-    train_sft(cfg)
-
-
-SFT_COMMAND = command(SFTTrainConfig, _run, "Introspective SFT: a LoRA adapter trained on the assistant turns.")
+SFT_COMMAND = command(SFTTrainConfig, train_sft, "Introspective SFT: a LoRA adapter trained on the assistant turns.")
