@@ -8,6 +8,7 @@
     character eval SUITE --model BASE [--adapter PATH ...]
     character run PIPELINE.yaml
     character slurm submit PIPELINE.yaml
+    character steer build|project
 
 Command groups are registered by the modules that implement them (a COMMANDS dict each); those modules import
 nothing heavy at load time, so `character --help` answers at once.
@@ -151,7 +152,8 @@ class Root:
         self.models = ModelCommands()
         for name, mod in (("generate", "character.stages"), ("train", "character.train"),
                           ("merge", "character.train.merge"), ("eval", "character.evaluation"),
-                          ("run", "character.pipeline"), ("slurm", "character.slurm")):
+                          ("run", "character.pipeline"), ("slurm", "character.slurm"),
+                          ("steer", "character.steer")):
             cmds = _group(mod)
             if cmds:  # a module registers either a group (several commands) or one command under its name
                 setattr(self, name, cmds.get(name, cmds) if name in cmds else cmds)

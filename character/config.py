@@ -186,9 +186,10 @@ def to_dict(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def config_hash(cfg) -> str:
-    """sha256 over the fields that change results (not paths or verbosity)."""
-    kept = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.metadata.get("hash", True)}
+def config_hash(cfg, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over the fields that change results (not paths or verbosity, nor the `exclude`d ones)."""
+    kept = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.metadata.get("hash", True) and f.name not in exclude}
     blob = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

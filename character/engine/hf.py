@@ -69,6 +69,11 @@ class HFEngine(Engine):
         self.model.set_adapter(self._adapters[path])
         return nullcontext()
 
+    def using(self, adapter: str | None):
+        """A context in which `self.model` runs with `adapter` (None: the base), for callers that run the model
+        themselves: reading activations and steering (engine/steering.py, character/steer/)."""
+        return self._activate(adapter)
+
     # -- work ----------------------------------------------------------------------------------------------
     def generate(self, requests: list[Request], sampling: Sampling, progress: str | None = None) -> list[Completion]:
         import torch

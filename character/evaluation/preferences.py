@@ -53,7 +53,8 @@ def run(engines: Engines, systems: list[System], judge, *, vocab: list[str], pro
     for s in systems:
         for c in comps:
             sys_prompt = template.format(trait_1=c["trait_1"], trait_2=c["trait_2"])
-            items.append((s, System(s.name, s.model, s.adapter, sys_prompt).request(c["prompt"])))
+            own = f"{s.system_prompt}\n\n{sys_prompt}" if s.system_prompt else sys_prompt  # a prompted persona keeps it
+            items.append((s, System(s.name, s.model, s.adapter, own).request(c["prompt"])))
     answers = engines.generate(items, sampling, label="preferences")
 
     cases = [TraitCase(c["prompt"], a, c["trait_1"], c["trait_2"])

@@ -75,8 +75,64 @@ class EvalConfig(EngineConfig, Sampling):
                      "into a full checkpoint served by its own engine; auto: multi")
     score_backend: Literal["auto", "hf"] = field("auto", help="engine for log-prob scoring (capability, llm "
                                                  "judge): auto = the generating engine, hf = transformers")
-    data: str | None = field(None, help="a suite's own data: official benchmark files in their published layout "
-                                        "(a file or directory; each suite says which), instead of the shipped set")
+    data: list[str] = field(help="a suite's own data instead of its shipped set: official benchmark files in their "
+                                 "published layout (each suite says which): SUITE=PATH (repeat for several suites), "
+                                 "or PATH when one suite runs", factory=list, split=False)
+    harm_scorer: Literal["probe", "llm"] = field(
+        "probe", help="harm: scorer of toxicity, agreement and regard: probe (MiniLM + logistic regression trained on "
+                      "evals/harm/labelled.jsonl) or llm (yes/no log-probs of --judge_model)")
+    harm_classifiers: list[str] = field(help="harm: TASK=DIR to score a task (toxic, agree, regard) with a local "
+                                             "transformers classifier dir instead (e.g. toxic=DETOXIFY_DIR)",
+                                        factory=list)
+    harm_prompts: int = field(4, help="harm: items per metric and persona (kept small: every persona x host "
+                                      "answers each)")
+    harm_personas: list[str] = field(help="harm: personas or categories of evals/harm/personas.yaml; empty = all",
+                                     factory=list)
+    harm_max_tokens: int = field(48, help="harm: new tokens per reply, at most --max_tokens (the scorers "
+                                          "read the opening sentences)")
+    personagym_questions: int = field(5, help="personagym: questions per task and persona (the paper: 10; 5 keeps a "
+                                              "CPU run of 3 systems to 75 answers)")
+    personagym_environments: int = field(3, help="personagym: environments selected per persona (MiniLM nearest) "
+                                                 "for the question writer")
+    personagym_writer: str | None = field(None, help="personagym: question-writer model; default: --model (at "
+                                                     "real scale give a strong one)")
+    personagym_judges: list[str] = field(help="personagym: judges, averaged: probe (MiniLM probe trained on our "
+                                              "labelled set), llm (--judge_model), or model names/dirs",
+                                         factory=lambda: ["probe"])
+    personagym_personas: int = field(1, help="personagym with --data DIR: persona files used, first by name; 0 = all")
+    roleid_personas: list[str] = field(help="role-id: candidate personas (constitution names or files); empty = "
+                                            "poeticism, sarcasm, loving, mathematical; --constitution is always one",
+                                       factory=list)
+    roleid_prompts: int = field(16, help="role-id: held-out prompts each system answers (16 keeps a CPU run of the "
+                                         "base, 4 prompted personas and an adapter to 96 answers)")
+    roleid_threshold: float = field(0.5, help="role-id: a verdict is certain when its top probability reaches this "
+                                              "(accuracy and coverage of the certain ones are reported)")
+    roleid_temperature: float = field(0.0, help="role-id: softmax temperature of the judge's scores; 0 = fitted by "
+                                                "maximum likelihood on the labelled set (--data or the shipped one)")
+    reasoning_questions: int = field(40, help="reasoning: questions per system, spread over categories; 0 = all "
+                                              "(40 x 21 systems with one adapter and --constitution: 840 answers)")
+    reasoning_personas: list[str] = field(help="reasoning: persona ids or groups of evals/reasoning/personas.yaml; "
+                                               "empty = all", factory=list)
+    reasoning_templates: list[str] = field(help="reasoning: persona instruction template ids; empty = all",
+                                           factory=list)
+    reasoning_max_tokens: int = field(192, help="reasoning: new tokens per chain-of-thought answer (smollm2-135m's "
+                                               "median answer is ~10 tokens, but ~1 in 12 rambles to the cap, which "
+                                               "bounds the run time; at real scale give 512+)")
+    reasoning_ensemble: bool = field(False, help="reasoning: Jekyll & Hyde: the LLM judge (--judge_model) picks "
+                                                 "between each system's answer and the no-persona one")
+    apc_discriminator: Literal["minilm", "model", "llm"] = field(
+        "minilm", help="apc: relevance and NLI discriminators: minilm (MiniLM cosine + probe fitted on evals/apc/), "
+                       "model (--apc_nli_model, --apc_relevance_model) or llm (option log-probs of --judge_model)")
+    apc_nli_model: str | None = field(None, help="apc: a local transformers NLI sequence-classification dir "
+                                                 "(label names from its id2label), for --apc_discriminator model")
+    apc_relevance_model: str | None = field(None, help="apc: a local relevance classifier dir (yes/relevant "
+                                                       "label); default: MiniLM relevance")
+    apc_prompts: int = field(32, help="apc: held-out prompts each system answers (32 x 3 systems keeps a CPU run "
+                                      "of smollm2-135m to a few minutes)")
+    steer: list[str] = field(help="steered systems: a `character steer build` dir, optionally @STRENGTH (default: "
+                                  "the strength its sweep chose); repeat for several. Adds the persona-prompted base "
+                                  "too, and the steering section (prompted vs steered vs trained); needs "
+                                  "--constitution", factory=list, split=False, hash=False)
     max_tokens: int = field(128, help="new tokens per answer")
     out: str = field("runs/eval", help="output directory", hash=False)
 
@@ -96,6 +152,7 @@ class EvalConfig(EngineConfig, Sampling):
             problems.append("permutations must be >= 0")
         if self.seed is None:
             problems.append("seed must be set: evaluations are reproducible by seed")
+        problems += registry.data_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -125,6 +182,10 @@ def prepare_systems(cfg: EvalConfig):
             name = f"{Path(path).parent.name}-{name}" if Path(path).parent.name not in name else name + "'"
         taken.add(name)
         systems.append(System(name, base, adapter=path))
+    if cfg.steer:  # the persona-prompted base and the steered ones (character/steer/evalsuite.py)
+        from character.steer import evalsuite
+
+        systems += evalsuite.systems(cfg, base, taken)
     return base, systems
 
 
@@ -206,14 +267,19 @@ def run_eval(cfg: EvalConfig) -> Path:
 
     base, systems = prepare_systems(cfg)
     const = load_constitution(cfg)
-    suites = registry.selected(cfg.suite)
+    suites = registry.selected(cfg.suite, cfg)
+    if cfg.steer or "steering" in suites:
+        from character.steer.evalsuite import suites_for
+
+        suites = suites_for(cfg, suites)
     check_before_engines(cfg, suites, systems, const)
 
     out = StageDir(cfg.out, "eval")
     cfg_dict = {k: v for k, v in to_dict(cfg).items() if k != "out"}
-    h = config_hash(cfg)
+    h = config_hash(cfg, exclude=registry.others_options(cfg, suites))
     inputs = {s.name: identity(s.adapter or s.model) for s in systems}
     inputs["evals"] = identity(data_path("evals"))
+    inputs.update({f"steer:{k}": v for k, v in _steer_inputs(systems).items()})
     if const is not None:
         inputs["constitution"] = const.hash()
         inputs["eval_traits"] = list(const.eval_traits)
@@ -251,6 +317,7 @@ def run_eval(cfg: EvalConfig) -> Path:
 
     # the systems as given (a merged checkpoint served for an adapter has no manifests to follow)
     trained = {s["name"]: s["adapter"] or s["model"] for s in results["systems"][1:]}
+    trained = {k: v for k, v in trained.items() if k not in _untrained(systems)}  # prompted and steered systems
     results["contamination"] = provenance.contamination(trained, prompts) if trained else {"checked": False,
                                                                                           "reason": "no trained system"}
     lineages = {name: provenance.trace(path) for name, path in trained.items()}
@@ -285,6 +352,18 @@ def run_eval(cfg: EvalConfig) -> Path:
                results_hash=sha256_text((out.path / "results.json").read_text()))
     print(f"eval: wrote {out.path / 'report.md'}")
     return out.path
+
+
+def _steer_inputs(systems) -> dict:
+    if not any(s.steer is not None for s in systems):
+        return {}
+    from character.steer.evalsuite import inputs
+
+    return inputs(systems)
+
+
+def _untrained(systems) -> set[str]:
+    return {s.name for s in systems if s.steer is not None or s.system_prompt}
 
 
 def _prompt_file(path: str) -> list[str]:

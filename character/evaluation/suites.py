@@ -13,8 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from character.config import suggest
 from character.errors import CharacterError
+from character.evaluation import apc as APC
+from character.evaluation import harm as H
+from character.evaluation import personagym as PG
+from character.evaluation import reasoning as RS
 from character.evaluation import report as R
+from character.evaluation import roleid as RI
+from character.steer import evalsuite as ST
 
 
 @dataclass
@@ -43,6 +50,9 @@ class Suite:
     section: str = ""
     # with a trained system, its answers are labelled with the persona it was trained for: --constitution needed
     needs_constitution: bool = False
+    # measures a persona itself (its statements or description): --constitution or the suite's --data needed;
+    # `all` leaves the suite out, with a note, when neither is given
+    needs_persona: bool = False
     # checked before any engine starts: (cfg) -> None, raising CharacterError
     check: Callable[[Any], None] | None = None
     # report.md lines of its section: (section, results) -> list[str] (report.py has the shipped ones)
@@ -91,9 +101,10 @@ def run_preferences(ctx: SuiteContext) -> dict:
 
 def run_robustness(ctx: SuiteContext) -> dict:
     """Robustness (adversarial suffixes) and prefill share one persona classifier and one section."""
+    import dataclasses
+
     from character import constitution as C
     from character.evaluation import data, robustness
-    from character.evaluation.systems import System
 
     cfg, const, systems = ctx.cfg, ctx.constitution, ctx.systems
     base = systems[0].model
@@ -111,7 +122,7 @@ def run_robustness(ctx: SuiteContext) -> dict:
                                                           cfg.persona_prompt)
     # every system but the reference is a trained one (adapter, merged adapter, or the merged --model against a
     # --baseline): it should show the constitution's persona
-    trained = [System(s.name, s.model, s.adapter, label=const.name if const else None) for s in systems[1:]]
+    trained = [dataclasses.replace(s, label=const.name if const else None) for s in systems[1:]]  # keeps steering
     adapters = [s for s in trained if s.label]
     section = robustness.run(ctx.engines, clf, base=base, personas=personas, adapters=adapters, test_prompts=test,
                              suffixes=suffixes, sampling=ctx.sampling, do_robustness="robustness" in ctx.suites,
@@ -165,17 +176,82 @@ SUITES: dict[str, Suite] = {
     "coherence": Suite(run_coherence, "pairwise LLM judge of answer quality", report=R.coherence_section),
     "capability": Suite(run_capability, "multiple-choice questions by log-likelihood", check=check_harness,
                         report=R.capability_section, plots=R.capability_plots),
+    "harm": Suite(H.run, "persona harm: toxicity, agreement, regard, Harmful Difference Score", check=H.check,
+                  report=H.report_section, plots=H.plots),
+    "personagym": Suite(PG.run, "PersonaGym: five persona tasks scored 1-5 by rubric judges (PersonaScore)",
+                        check=PG.check, report=PG.report_section, plots=PG.plots, needs_persona=True),
+    "role-id": Suite(RI.run_suite, RI.HELP, needs_constitution=True, check=RI.check, report=RI.report_section,
+                     plots=RI.plots),
+    "reasoning": Suite(RS.run_suite, RS.HELP, check=RS.check_config, report=RS.report_section, plots=RS.plots),
+    "apc": Suite(APC.run, "APC global faithfulness to the persona statements (Peng & Shang 2024)", check=APC.check,
+                 report=APC.report, plots=APC.plots, needs_persona=True),
+    "steering": Suite(ST.run, "with --steer: prompted vs steered vs trained per suite, and persona projections",
+                      section="steering", report=ST.report_section),
 }
 CHOICES = (*SUITES, "all")
+
+
+def _items(cfg) -> list[str]:
+    return [cfg.data] if isinstance(cfg.data, str) else list(cfg.data or [])
+
+
+def _data(cfg) -> dict[str, str]:
+    out = {}
+    for item in _items(cfg):
+        name, eq, path = str(item).partition("=")
+        if eq and name in SUITES:
+            out[name] = path
+        else:  # a bare path: the one suite that runs
+            out[cfg.suite] = str(item)
+    return out
+
+
+def data_problems(cfg) -> list[str]:
+    """--data items that reach no suite: a bare path under `all`, or SUITE=PATH naming no suite."""
+    problems = []
+    for item in _items(cfg):
+        name, eq, _ = str(item).partition("=")
+        if eq and name not in SUITES and not name.startswith(("/", ".", "~")):
+            problems.append(f"'data' {item}: no suite is called '{name}'{suggest(name, SUITES)}")
+        elif not (eq and name in SUITES) and cfg.suite == "all":
+            problems.append(f"'data' {item}: with suite all, say which suite reads it (--data SUITE=PATH)")
+    return problems
+
+
+def suite_data(cfg, name: str) -> str | None:
+    """The official data file or directory given to suite `name` (--data NAME=PATH, or PATH when only it runs)."""
+    return _data(cfg).get(name)
+
+
+def others_options(cfg, names: list[str]) -> tuple[str, ...]:
+    """The options of suites not in `names` (a suite's own options are named after it: `harm_prompts`,
+    `roleid_threshold`). They cannot change this run's results, so the config hash leaves them out: adding a suite,
+    or changing another suite's options, does not redo a finished evaluation."""
+    import dataclasses
+
+    others = tuple(n.replace("-", "") + "_" for n in SUITES if n not in names)
+    return tuple(f.name for f in dataclasses.fields(cfg) if f.name.startswith(others))
 
 
 def section_of(name: str) -> str:
     return SUITES[name].section or name
 
 
-def selected(choice: str) -> list[str]:
-    """The suites that `character eval CHOICE` runs, in registry order."""
-    return list(SUITES) if choice == "all" else [choice]
+def selected(choice: str, cfg=None) -> list[str]:
+    """The suites that `character eval CHOICE` runs, in registry order. `all` without a persona (no
+    --constitution, no --data for the suite) leaves out the suites that measure one, and says so."""
+    if choice != "all":
+        return [choice]
+    names = list(SUITES)
+    if cfg is not None and not getattr(cfg, "constitution", None):
+        skipped = [n for n in names if SUITES[n].needs_persona and suite_data(cfg, n) is None]
+        if skipped:
+            import sys
+
+            print(f"eval all: {', '.join(skipped)} left out: they measure a persona; give --constitution",
+                  file=sys.stderr)
+        names = [n for n in names if n not in skipped]
+    return names
 
 
 def sections(names: list[str]) -> dict[str, Suite]:

@@ -7,6 +7,10 @@ judge that is another model) gets its own engine; at most one engine is open at 
 
 Generations are cached in the eval's out dir under a hash of everything that decides them (model and adapter
 contents, messages, sampling), so a rerun with other judge or scoring settings does not generate again.
+
+A steered system (`--steer`, character/steer/) is the base with a persona vector added to one layer's output. vLLM
+has no such hook, so its requests go to a transformers engine (`hf`) with the vector hooked in for exactly those
+batches (engine/steering.py); with `--backend hf` that is the same engine the other systems use.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from character.artifacts import read_jsonl, write_jsonl
 from character.identity import identity
@@ -30,6 +36,7 @@ class System:
     adapter: str | None = None
     system_prompt: str | None = None
     label: str | None = None
+    steer: Any = None  # character.steer.vectors.Steering (frozen): generated and scored with that vector hooked in
 
     def messages(self, user: str, history: list[dict] | None = None) -> list[dict]:
         msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -122,6 +129,40 @@ class Engines:
             self.starts += 1
         return self._engine
 
+    def hf(self, model: str):
+        """A transformers engine for `model`, whose weights steering hooks can reach: the generating engine when
+        the backend is hf, else one started in its place (one engine at a time: the other restarts when asked)."""
+        from character.engine.base import vllm_available
+
+        backend = self.base_config.backend
+        if backend == "hf" or (backend == "auto" and not vllm_available()):
+            return self.get(model)
+        key = f"{model} (hf)"
+        if self._model != key:
+            self.close()
+            from character.engine.base import make_engine
+
+            self._engine = make_engine(dataclasses.replace(self._config_for(model), backend="hf"))
+            self._model = key
+            self.starts += 1
+        return self._engine
+
+    def _serving(self, model: str, steer) -> tuple:
+        """(engine, context) for a group of requests: a steered group runs on `hf` with its vector hooked in."""
+        if steer is None:
+            return self.get(model), nullcontext()
+        from character.engine.steering import add_vectors
+
+        engine = self.hf(model)
+        return engine, add_vectors(engine.model, {steer.layer: steer.vector()}, steer.strength)
+
+    def _groups(self, items) -> list[tuple[str, Any]]:
+        """The (model, steering) groups of `items`, the open engine's first, so a call switches engines at most once."""
+        groups = list(dict.fromkeys((s.model, s.steer) for s, _ in items))
+        if all(steer is None for _, steer in groups):
+            return groups
+        return sorted(groups, key=lambda g: self._model != (g[0] if g[1] is None else f"{g[0]} (hf)"))
+
     def close(self) -> None:
         self._close_scorer()
         if self._engine is not None:
@@ -147,10 +188,11 @@ class Engines:
             if len(rows) == len(items):
                 return [r["text"] for r in rows]
         out: list[str | None] = [None] * len(items)
-        for model in dict.fromkeys(s.model for s, _ in items):
-            idx = [i for i, (s, _) in enumerate(items) if s.model == model]
-            engine = self.get(model)
-            comps = engine.generate([items[i][1] for i in idx], sampling, progress=label)
+        for model, steer in self._groups(items):
+            idx = [i for i, (s, _) in enumerate(items) if s.model == model and s.steer == steer]
+            engine, steering = self._serving(model, steer)
+            with steering:
+                comps = engine.generate([items[i][1] for i in idx], sampling, progress=label)
             for i, c in zip(idx, comps):
                 out[i] = c.texts[0]
         if cache is not None:
@@ -159,9 +201,11 @@ class Engines:
 
     def score(self, items: list[tuple[System, object]], continuations: list[list[str]]) -> list[list[float]]:
         out: list[list[float] | None] = [None] * len(items)
-        for model in dict.fromkeys(s.model for s, _ in items):
-            idx = [i for i, (s, _) in enumerate(items) if s.model == model]
-            res = self.scorer(model).score([items[i][1] for i in idx], [continuations[i] for i in idx])
+        for model, steer in self._groups(items):
+            idx = [i for i, (s, _) in enumerate(items) if s.model == model and s.steer == steer]
+            engine, steering = (self.scorer(model), nullcontext()) if steer is None else self._serving(model, steer)
+            with steering:
+                res = engine.score([items[i][1] for i in idx], [continuations[i] for i in idx])
             for i, r in zip(idx, res):
                 out[i] = list(r)
         return out  # type: ignore[return-value]
@@ -171,6 +215,9 @@ class Engines:
         for s, r in items:
             h.update(json.dumps([self._content(s.model), self._content(s.adapter), r.messages, r.prefill],
                                 sort_keys=True).encode())
+            if s.steer is not None:  # the vector's content, layer and strength decide the answers too
+                st = s.steer
+                h.update(f"steer|{self._content(st.path)}|{st.method}|{st.layer}|{st.strength!r}".encode())
         return h.hexdigest()[:16]
 
 

@@ -12,6 +12,8 @@ from character.config import build, field, read_yaml, suggest
 from character.errors import CharacterError
 from character.pipeline.stages import BY_NAME, STAGE_NAMES, STAGES, WIRED, Stage
 
+APC_SAMPLES = 4  # teacher samples per prompt when a pipeline switches APC-DPO on and sets no `n` itself
+
 
 @dataclass
 class PipelineConfig:
@@ -128,6 +130,10 @@ def stage_values(cfg: PipelineConfig, stage: Stage, cls, constitution: tuple[str
     if "seed" in names:
         values["seed"] = cfg.seed
     section = dict(cfg.stages.get(stage.name) or {})
+    apc = {**cfg.defaults, **(cfg.stages.get("dpo-data") or {})}
+    if stage.name == "teacher" and apc.get("apc_select") and "n" not in section and "n" not in cfg.defaults:
+        # APC-DPO picks the most faithful of several teacher samples: one setting switches both on
+        values["n"] = max(int(apc.get("apc_samples") or 0), APC_SAMPLES)
     fixed = [k for k in section if k in WIRED or k in dict(stage.inputs)]
     if fixed:
         raise CharacterError(f"stages.{stage.name}: '{fixed[0]}' is set by the pipeline (wired from earlier "

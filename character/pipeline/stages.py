@@ -42,6 +42,9 @@ STAGES: tuple[Stage, ...] = (
           (("prompts", ("prompts",)),), uses_engine=True),
     Stage("student", "character.stages.distill", "StudentConfig", "run_student", "generate", "student",
           (("prompts", ("prompts",)),), uses_engine=True),
+    # optional: off unless the pipeline's `stages: {steer: {enabled: true}}`; off, it writes only a manifest saying so
+    Stage("steer", "character.steer.build", "SteerStageConfig", "run_steer_stage", "generate", "student",
+          (("teacher", ("teacher",)), ("student", ("student",)))),
     Stage("dpo-data", "character.stages.distill", "DPODataConfig", "run_dpo_data", "generate", None,
           (("chosen", ("teacher",)), ("rejected", ("student",)))),
     Stage("train-dpo", "character.train.dpo", "DPOTrainConfig", "train_dpo", "train", "student",
@@ -57,7 +60,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("merge", "character.train.merge", "MergeConfig", "merge_adapters", "train", "student",
           (("adapters", ("train-dpo", "train-sft")),), list_fields=("adapters",)),
     Stage("eval", "character.evaluation.runner", "EvalConfig", "run_eval", "eval", "student",
-          (("adapter", ("merge",)),), list_fields=("adapter",)),
+          (("adapter", ("merge",)), ("steer", ("steer",))), list_fields=("adapter", "steer")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 BY_NAME = {s.name: s for s in STAGES}

@@ -6,7 +6,10 @@
 - `student` (rejected): the student's plain answer to the same prompts, no system prompt.
 - `dpo-data`: pairs chosen and rejected answers to the same prompt, drops bad ones (empty, unfinished, unclosed
   reasoning, leaking the role-play, identical, too long in the student's chat template), swaps the teacher's
-  name for the student's and prints how many each filter removed.
+  name for the student's and prints how many each filter removed. With `--apc_select` (APC-DPO, Peng & Shang
+  2024) it keeps, per prompt, the teacher sample of highest APC faithfulness to the constitution's traits
+  (evaluation/apc.py; the teacher needs `--n 2` or more) as chosen, and the student's answer or the lowest-APC
+  teacher sample as rejected, with the APC margin per pair and in the manifest.
 
 Teacher and student rows are TRL prompt-completion rows, one per sample, with the raw problems marked
 (`problem`: empty / no_closing_think / null) so dpo-data can count them; dpo-data rows are TRL preference rows.
@@ -198,11 +201,24 @@ class DPODataConfig:
     min_chars: int = field(1, help="drop answers shorter than this many characters")
     shard_size: int = field(2000, help="pairs per output shard", hash=False)
     seed: int = field(0, help="unused by the filters; seeds the separation check's folds and bootstrap")
+    apc_select: bool = field(False, help="APC-DPO: per prompt, the teacher sample with the highest APC score "
+                             "(faithfulness to the constitution's traits, evaluation/apc.py) becomes chosen; needs "
+                             "the teacher stage run with --n 2 or more")
+    apc_rejected: Literal["student", "lowest"] = field(
+        "student", help="APC-DPO rejected answer: the student's (this recipe's) or the lowest-APC teacher sample "
+                        "(the paper's)")
+    apc_samples: int = field(0, help="APC-DPO: teacher samples compared per prompt (the first ones); 0 = all")
+    apc_nli_model: str | None = field(None, help="APC-DPO: a local NLI sequence-classification dir as the "
+                                      "discriminator; default: the MiniLM probe fitted on evals/apc/")
     # out of the config hash: it changes no pair, only what the manifest records about them
     separation: bool = field(True, help="measure how far the teacher's answers are from the student's (MiniLM: "
                              "held-out chosen-vs-rejected accuracy, direction per vocabulary trait), record it in "
                              "the manifest under 'separation' and warn when the teacher barely plays the persona",
                              hash=False)
+
+    def __post_init__(self):
+        if self.apc_samples < 0 or self.apc_samples == 1:
+            raise ValueError("apc_samples must be 0 (all) or >= 2: APC-DPO compares several teacher samples")
 
 
 FILTERS = ("empty", "no_closing_think", "unfinished", "leak", "identical", "unpaired", "too_long")
@@ -224,12 +240,16 @@ def run_dpo_data(cfg: DPODataConfig) -> Path:
                 atomic_write_json(out.path / MANIFEST, {**out.manifest, "separation": _separation(out.rows(), cfg.seed)})
             return run.path
         chosen_rows, rejected_rows = chosen_sd.rows(), rejected_sd.rows()
-        pairs, dropped = _pairs(cfg, chosen_rows, rejected_rows, tm, student_model, teacher_name, student_name)
+        apc = _apc_setup(cfg, tm, chosen_rows) if cfg.apc_select else None
+        pairs, dropped = _pairs(cfg, chosen_rows, rejected_rows, tm, student_model, teacher_name, student_name, apc)
         for i in range(0, max(1, len(pairs)), cfg.shard_size):
             run.out.write_shard(i // cfg.shard_size, pairs[i:i + cfg.shard_size])
         counts = {"chosen_samples": len(chosen_rows), "rejected_samples": len(rejected_rows),
                   "pairs": len(pairs), **{f"dropped {k}": v for k, v in sorted(dropped.items())}}
         checked = {"separation": _separation(pairs, cfg.seed)} if cfg.separation else {}
+        if apc is not None:
+            checked["apc"] = _apc_summary(apc, pairs, cfg)
+            counts["apc_margin_mean"] = checked["apc"]["margin_mean"]
         print(f"dpo-data: {len(pairs)} pairs kept; dropped: "
               + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) or "none"), file=sys.stderr)
         run.record(counts, summary={"pairs": len(pairs)}, names={"teacher": teacher_name, "student": student_name},
@@ -238,8 +258,9 @@ def run_dpo_data(cfg: DPODataConfig) -> Path:
 
 
 def _pairs(cfg: DPODataConfig, chosen_rows: list[dict], rejected_rows: list[dict], tm: dict, student_model: str,
-           teacher_name: str, student_name: str) -> tuple[list[dict], Counter]:
-    """Chosen and rejected answers to the same prompt that pass every filter, and what each filter dropped."""
+           teacher_name: str, student_name: str, apc: dict | None = None) -> tuple[list[dict], Counter]:
+    """Chosen and rejected answers to the same prompt that pass every filter, and what each filter dropped; with
+    `apc` (APC-DPO) one pair per prompt, chosen (and rejected) by APC score."""
     dropped: Counter = Counter()
     trait_texts = list(tm.get("trait_texts") or [])
     system = tm.get("system_prompt") or ""
@@ -251,6 +272,8 @@ def _pairs(cfg: DPODataConfig, chosen_rows: list[dict], rejected_rows: list[dict
     from character import models
 
     tok = AutoTokenizer.from_pretrained(models.resolve(student_model))
+    if apc is not None:
+        return _apc_pairs(cfg, apc, good_chosen, good_rejected, dropped, tok, teacher_name, student_name), dropped
     pairs = []
     for pid, chosen in good_chosen.items():
         rejected = good_rejected.get(pid, [])
@@ -273,6 +296,90 @@ def _pairs(cfg: DPODataConfig, chosen_rows: list[dict], rejected_rows: list[dict
     for pid in good_rejected.keys() - good_chosen.keys():
         dropped["pair: unpaired"] += len(good_rejected[pid])
     return pairs, dropped
+
+
+def _apc_setup(cfg: DPODataConfig, tm: dict, chosen_rows: list[dict]) -> dict:
+    """The APC discriminator and the persona statements (the teacher's trait texts), checked before any scoring."""
+    from character.evaluation import apc as A
+
+    statements = list(tm.get("trait_texts") or [])
+    if not statements:
+        raise CharacterError(f"apc_select: the teacher stage '{cfg.chosen}' records no trait texts; rerun it with "
+                             "this version")
+    per_prompt = Counter(r["prompt_id"] for r in chosen_rows)
+    if max(per_prompt.values(), default=0) < 2:
+        raise CharacterError(f"apc_select: the teacher stage '{cfg.chosen}' has one sample per prompt; rerun it with "
+                             "--n 4 (a pipeline: `stages: teacher: n: 4`) so APC-DPO has samples to choose from")
+    from character.evaluation.judges import EmbeddingJudge
+
+    labelled = A.load_labelled()
+    encode = A.cached(EmbeddingJudge("minilm").encode)
+    disc = A.build("model" if cfg.apc_nli_model else "minilm", encode=encode, labelled=labelled,
+                   nli_model=cfg.apc_nli_model)
+    return {"disc": disc, "statements": statements, "nli_accuracy": A.accuracy(disc.nli, labelled[1], "nli")}
+
+
+def _apc_pairs(cfg: DPODataConfig, apc: dict, good_chosen: dict, good_rejected: dict, dropped: Counter, tok,
+               teacher_name: str, student_name: str) -> list[dict]:
+    """APC-DPO: per prompt, the highest-APC teacher sample as chosen and the student's first answer or the
+    lowest-APC teacher sample as rejected; each pair records both scores and their margin."""
+    cands: list[tuple[str, bool, dict, str]] = []  # (prompt id, a teacher sample?, row, text as trained on)
+    for pid, rows in good_chosen.items():
+        for c in rows[:cfg.apc_samples or None]:
+            cands.append((pid, True, c, swap_name(c["completion"][0]["content"], teacher_name, student_name)))
+        if cfg.apc_rejected == "student" and good_rejected.get(pid):
+            r = good_rejected[pid][0]
+            cands.append((pid, False, r, r["completion"][0]["content"]))
+    terms = apc["disc"].terms(apc["statements"], [r["prompt"][-1]["content"] for _, _, r, _ in cands],
+                              [t for *_, t in cands])[0] if cands else []
+    by_prompt: dict[str, dict[bool, list[tuple[float, dict, str]]]] = defaultdict(lambda: {True: [], False: []})
+    for (pid, is_teacher, r, text), t in zip(cands, terms):
+        by_prompt[pid][is_teacher].append((float(t.sum()), r, text))
+    pairs = []
+    for pid, side in by_prompt.items():
+        teacher, student = side[True], side[False]
+        if cfg.apc_rejected == "student" and not student:
+            dropped["pair: unpaired"] += len(teacher)
+            continue
+        if cfg.apc_rejected == "lowest" and len(teacher) < 2:
+            dropped["pair: apc_one_sample"] += 1
+            continue
+        best = max(teacher, key=lambda x: x[0])
+        worst = student[0] if student else min(teacher, key=lambda x: x[0])
+        if best[2].strip() == worst[2].strip():
+            dropped["pair: identical"] += 1
+            continue
+        prompt = best[1]["prompt"]
+        if max(_length(tok, prompt, best[2]), _length(tok, prompt, worst[2])) > cfg.max_length:
+            dropped["pair: too_long"] += 1
+            continue
+        pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": best[2]}],
+                      "rejected": [{"role": "assistant", "content": worst[2]}], "prompt_id": pid,
+                      "trait": best[1].get("trait"), "source": best[1].get("source"),
+                      "apc": {"chosen": best[0], "rejected": worst[0], "margin": best[0] - worst[0],
+                              "candidates": len(teacher)}})
+    for pid in good_rejected.keys() - good_chosen.keys():
+        dropped["pair: unpaired"] += len(good_rejected[pid])
+    return pairs
+
+
+def _apc_summary(apc: dict, pairs: list[dict], cfg: DPODataConfig) -> dict:
+    """What the manifest records of APC-DPO: the discriminator, its held-out accuracy, the mean margin."""
+    import numpy as np
+
+    from character.evaluation.scoring import interval
+
+    margins = np.array([p["apc"]["margin"] for p in pairs], dtype=float)
+    ci = ([float(x) for x in interval(margins[np.random.default_rng(cfg.seed).integers(0, len(margins), (
+        1000, len(margins)))].mean(axis=1))] if len(margins) else [0.0, 0.0])
+    acc = apc["nli_accuracy"]
+    if acc["chance_in_ci"]:
+        print(f"dpo-data: the APC NLI discriminator's accuracy {acc['accuracy']:.2f} does not clear chance "
+              f"({acc['chance']:.2f}): the APC selection is close to random", file=sys.stderr)
+    return {"rejected": cfg.apc_rejected, "nli": apc["disc"].nli.name, "relevance": apc["disc"].relevance.name,
+            "statements": len(apc["statements"]), "nli_accuracy": acc, "pairs": len(pairs),
+            "margin_mean": float(margins.mean()) if len(margins) else 0.0, "margin_ci95": ci,
+            "chosen_mean": float(np.mean([p["apc"]["chosen"] for p in pairs])) if pairs else 0.0}
 
 
 def _separation(pairs: list[dict], seed: int) -> dict:

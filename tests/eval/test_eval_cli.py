@@ -53,3 +53,15 @@ def test_config_rejects_contradictions():
         load(EvalConfig, None, comparisons=0)
     with pytest.raises(CharacterError, match="did you mean 'comparisons'"):
         load(EvalConfig, None, comparison=5)
+
+
+def test_another_suites_options_do_not_change_the_hash():
+    from character.config import config_hash
+    from character.evaluation.suites import SUITES, others_options
+
+    a = load(EvalConfig, None, suite="preferences")
+    b = load(EvalConfig, None, suite="preferences", roleid_prompts=3)
+    skip = others_options(a, ["preferences"])
+    assert "roleid_prompts" in skip and "comparisons" not in skip and not any(s.startswith("preferences") for s in skip)
+    assert config_hash(a, skip) == config_hash(b, skip) and config_hash(a) != config_hash(b)
+    assert "roleid_prompts" not in others_options(a, list(SUITES))  # `all` hashes every option

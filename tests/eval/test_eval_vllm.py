@@ -18,7 +18,10 @@ N = 16  # comparisons per system
 SMALL = dict(model="tiny-random-llama", constitution="sarcasm", comparisons=N, max_tokens=8, bootstrap=20,
              personas=["sarcasm", "poeticism"], suffixes=["stop_roleplay", "robotic"], classifier_prompts=3,
              robustness_prompts=2, coherence_prompts=2, capability_questions=8, reliability=False, seed=3,
-             lora_serving="multi")
+             lora_serving="multi",
+             # the suites from the literature, each at its smallest: plumbing and determinism, not figures
+             apc_prompts=2, harm_prompts=1, harm_personas=["politics"], reasoning_questions=2,
+             reasoning_personas=["gender"], reasoning_max_tokens=8, roleid_prompts=2, personagym_questions=1)
 
 
 @pytest.fixture(scope="module")

@@ -195,3 +195,13 @@ def test_script_run_outside_slurm_says_what_is_missing(tmp_path):
     r = subprocess.run(["bash", str(path)], capture_output=True, text=True,
                        env={**env, "SLURM_JOB_ID": "1", "SLURM_ARRAY_TASK_ID": "0"})
     assert r.returncode == 2 and "pipeline file" in r.stderr and "not found" in r.stderr
+
+
+def test_apc_dpo_is_one_setting(tmp_path):
+    cfg = P.load_pipeline("pipelines/demo.yaml", set=["dpo-data.apc_select=true"], out=str(tmp_path))
+    plan = {s.name: sc for _, s, sc in P.resolve(cfg)}
+    assert plan["dpo-data"].apc_select and plan["teacher"].n == 4  # the teacher samples what APC-DPO picks from
+    cfg = P.load_pipeline("pipelines/demo.yaml", set=["dpo-data.apc_select=true", "teacher.n=6"], out=str(tmp_path))
+    assert {s.name: sc for _, s, sc in P.resolve(cfg)}["teacher"].n == 6
+    cfg = P.load_pipeline("pipelines/demo.yaml", out=str(tmp_path))
+    assert {s.name: sc for _, s, sc in P.resolve(cfg)}["teacher"].n == 1
