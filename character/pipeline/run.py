@@ -27,10 +27,12 @@ def _check_earlier(cfg: PipelineConfig, stages: list[Stage], names: list[str]) -
     first = STAGE_NAMES.index(stages[0].name)
     needed = {src for s in stages for _, srcs in s.inputs for src in srcs if STAGE_NAMES.index(src) < first}
     for c in names:
-        for src in sorted(needed, key=STAGE_NAMES.index):
-            if _finished_at(stage_dir(cfg, c, src)) is None:
-                raise CharacterError(f"--from {stages[0].name}: stage '{src}' has no finished output in "
-                                     f"{stage_dir(cfg, c, src)}; run from '{src}' (or without --from) first")
+        missing = [src for src in sorted(needed, key=STAGE_NAMES.index) if _finished_at(stage_dir(cfg, c, src)) is None]
+        if missing:
+            what = f"stage '{missing[0]}' has" if len(missing) == 1 else \
+                f"stages {', '.join(repr(m) for m in missing)} have"
+            raise CharacterError(f"--from {stages[0].name}: {what} no finished output in {stage_dir(cfg, c, '')}; "
+                                 f"run from '{missing[0]}' (or without --from) first")
 
 
 def run_stage(stage: Stage, stage_cfg, isolate: bool, shared: SharedEngine | None = None) -> None:

@@ -77,7 +77,7 @@ def test_bad_pipeline_files_give_one_line(tmp_path, text, flags, message):
 def test_from_needs_finished_earlier_stages(tmp_path, cli):
     r = cli("run", data_path("pipelines", "demo.yaml"), "--out", tmp_path, "--from", "train-dpo")
     assert r.returncode == 2, r.stderr
-    assert "dpo-data" in r.stderr and "run from 'dpo-data'" in r.stderr and "Traceback" not in r.stderr
+    assert "'dpo-data'" in r.stderr and "no finished output" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_constitution_file_outside_the_repo_gets_its_own_directory(tmp_path):
