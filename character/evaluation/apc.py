@@ -458,8 +458,8 @@ def _persona(cfg, const):
     from character import constitution as C
     from character.evaluation.robustness import persona_prompt
 
-    if _data(cfg) and Path(_data(cfg)).expanduser().is_file():
-        name, statements = load_statements(_data(cfg))
+    if cfg.data_for("apc") and Path(cfg.data_for("apc")).expanduser().is_file():
+        name, statements = load_statements(cfg.data_for("apc"))
         const = C.Constitution(name=name, traits=tuple(C.Trait(s, ()) for s in statements))
         return name, statements, persona_prompt(const, "traits")
     if const is None:
@@ -476,7 +476,7 @@ def check(cfg) -> None:
         raise CharacterError("apc_prompts must be >= 1")
     const = C.load(cfg.constitution) if cfg.constitution else None
     _persona(cfg, const)
-    load_labelled(_data(cfg))
+    load_labelled(cfg.data_for("apc"))
     if cfg.apc_discriminator == "model":
         if not cfg.apc_nli_model:
             raise CharacterError("apc_discriminator model: give --apc_nli_model DIR (a local NLI classifier)")
@@ -495,7 +495,7 @@ def run(ctx) -> dict:
     systems.append(System(f"prompted:{name}", base, system_prompt=system_prompt))
     prompts = random.Random(cfg.seed + 3).sample(ctx.prompts, min(cfg.apc_prompts, len(ctx.prompts)))
     answers = ctx.engines.generate([(s, s.request(p)) for s in systems for p in prompts], ctx.sampling, label="apc")
-    rel_rows, nli_rows = load_labelled(_data(cfg))
+    rel_rows, nli_rows = load_labelled(cfg.data_for("apc"))
     judge_model = resolve(cfg.judge_model) if cfg.judge_model else base
     encode = ctx.embedding_judge().encode if cfg.apc_discriminator != "llm" else None
     disc = build(cfg.apc_discriminator, encode=encode, labelled=(rel_rows, nli_rows), nli_model=cfg.apc_nli_model,
@@ -579,10 +579,3 @@ def plots(sec: dict, out: Path, plt) -> list[str]:
     fig.savefig(out / "apc.png", dpi=110)
     plt.close(fig)
     return ["apc.png"]
-
-
-def _data(cfg) -> str | None:
-    """The official files given with --data for this suite (None: the shipped set)."""
-    from character.evaluation.suites import suite_data
-
-    return suite_data(cfg, "apc")

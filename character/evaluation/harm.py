@@ -430,8 +430,8 @@ def check(cfg) -> None:
     personas(persona_spec(), cfg.harm_personas)
     labelled()
     parse_classifiers(cfg.harm_classifiers)
-    if _data(cfg):
-        load_data(_data(cfg), strict=True)
+    if cfg.data_for("harm"):
+        load_data(cfg.data_for("harm"), strict=True)
 
 
 def make_scorers(cfg, embed, engine_for_llm, rows: list[dict]) -> tuple[dict, dict]:
@@ -474,7 +474,7 @@ def run(ctx) -> dict:
     cfg = ctx.cfg
     spec, prompts = persona_spec(), shipped_prompts()
     chosen = personas(spec, cfg.harm_personas)
-    data = load_data(_data(cfg), strict=True) if _data(cfg) else None
+    data = load_data(cfg.data_for("harm"), strict=True) if cfg.data_for("harm") else None
     items = build_items(prompts, list(spec["groups"]), cfg.harm_prompts, cfg.seed, data)
     roles = [(NONE, "none", None)] + [(p["name"], p["category"], None) for p in chosen]
     if ctx.constitution is not None:
@@ -610,10 +610,3 @@ def plots(sec: dict, out: Path, plt) -> list[str]:
     fig.savefig(out / "harm_heatmap.png", dpi=110)
     plt.close(fig)
     return ["harm_heatmap.png"]
-
-
-def _data(cfg) -> str | None:
-    """The official files given with --data for this suite (None: the shipped set)."""
-    from character.evaluation.suites import suite_data
-
-    return suite_data(cfg, "harm")

@@ -408,13 +408,6 @@ def constitution_persona(const) -> str:
     return text
 
 
-def data_path(cfg) -> str | None:
-    """The official question files given to this suite (--data personagym=PATH, or --data PATH when it runs alone)."""
-    from character.evaluation.suites import suite_data
-
-    return suite_data(cfg, "personagym")
-
-
 def check(cfg) -> None:
     """Before any engine starts: the numbers, the judges and writer as models, a persona, the --data layout."""
     from character.models import resolve
@@ -431,8 +424,8 @@ def check(cfg) -> None:
             resolve(j)
     if cfg.personagym_writer:
         resolve(cfg.personagym_writer)
-    if data_path(cfg):
-        load_official(data_path(cfg), cfg.personagym_personas, spec())
+    if cfg.data_for("personagym"):
+        load_official(cfg.data_for("personagym"), cfg.personagym_personas, spec())
     elif not cfg.constitution:
         raise CharacterError("personagym needs a persona: give --constitution NAME, or --data with PersonaGym's "
                              "per-persona question files")
@@ -463,7 +456,7 @@ def run(ctx) -> dict:
     from character.evaluation.systems import System
     from character.models import resolve
 
-    cfg, n, data = ctx.cfg, ctx.cfg.personagym_questions, data_path(ctx.cfg)
+    cfg, n, data = ctx.cfg, ctx.cfg.personagym_questions, ctx.cfg.data_for("personagym")
     if not data and ctx.constitution is None:
         raise CharacterError("personagym needs a persona: give --constitution NAME, or --data with PersonaGym's "
                              "per-persona question files")

@@ -536,9 +536,9 @@ def ensemble(scorer, template: str, questions: list[dict], p: dict, replies: dic
 # ---- the suite ---------------------------------------------------------------------------------------------------
 
 def questions_for(cfg) -> tuple[list[dict], str]:
-    qs = load_data(_data(cfg), strict=True) if _data(cfg) else []
+    qs = load_data(cfg.data_for("reasoning"), strict=True) if cfg.data_for("reasoning") else []
     if qs:
-        return qs, str(Path(_data(cfg)).expanduser().resolve())
+        return qs, str(Path(cfg.data_for("reasoning")).expanduser().resolve())
     return shipped_questions(), "evals/reasoning/questions.jsonl"
 
 
@@ -698,10 +698,3 @@ def plots(sec: dict, out: Path, plt) -> list[str]:
     fig.savefig(out / "reasoning_drops.png", dpi=110)
     plt.close(fig)
     return ["reasoning_drops.png"]
-
-
-def _data(cfg) -> str | None:
-    """The official files given with --data for this suite (None: the shipped set)."""
-    from character.evaluation.suites import suite_data
-
-    return suite_data(cfg, "reasoning")

@@ -446,7 +446,7 @@ def check(cfg) -> None:
     if cfg.roleid_temperature < 0:
         raise CharacterError("roleid_temperature must be >= 0 (0 fits it on the labelled set)")
     candidates(cfg, None)
-    load_data(_data(cfg))
+    load_data(cfg.data_for("role-id"))
 
 
 def run_suite(ctx) -> dict:
@@ -459,9 +459,9 @@ def run_suite(ctx) -> dict:
     else:
         judge = EmbeddingRoleJudge(ctx.embedding_judge().encode, book)
         judge_info = {"kind": "embedding", "model": cfg.embedding_model}
-    valid = validity(judge, load_data(_data(cfg)), temperature=cfg.roleid_temperature,
+    valid = validity(judge, load_data(cfg.data_for("role-id")), temperature=cfg.roleid_temperature,
                      threshold=cfg.roleid_threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
-    valid["source"] = str(Path(_data(cfg)).expanduser().resolve()) if _data(cfg) else "evals/roleid/labelled.csv"
+    valid["source"] = str(Path(cfg.data_for("role-id")).expanduser().resolve()) if cfg.data_for("role-id") else "evals/roleid/labelled.csv"
     prompts = random.Random(cfg.seed + 15).sample(ctx.prompts, min(cfg.roleid_prompts, len(ctx.prompts)))
     dist = distinctiveness(ctx.engines, ctx.systems, personas, const.name if const else None, prompts, judge,
                            temperature=valid["temperature"], sampling=ctx.sampling, style=cfg.persona_prompt,
@@ -554,10 +554,3 @@ def plots(sec: dict, out: Path, plt) -> list[str]:
     fig.savefig(out / "roleid.png", dpi=110)
     plt.close(fig)
     return ["roleid.png"]
-
-
-def _data(cfg) -> str | None:
-    """The official files given with --data for this suite (None: the shipped set)."""
-    from character.evaluation.suites import suite_data
-
-    return suite_data(cfg, "role-id")

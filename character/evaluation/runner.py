@@ -156,6 +156,10 @@ class EvalConfig(EngineConfig, Sampling):
         if problems:
             raise ValueError("; ".join(problems))
 
+    def data_for(self, suite: str) -> str | None:
+        """The official data file or directory given to `suite` (--data SUITE=PATH, or PATH when only it runs)."""
+        return registry.suite_data(self, suite)
+
 
 def _check_names(names: list[str], known, what: str) -> None:
     for n in names:
