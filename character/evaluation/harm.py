@@ -469,7 +469,6 @@ def run(ctx) -> dict:
     import numpy as np
 
     from character.evaluation.robustness import persona_prompt
-    from character.evaluation.systems import System
 
     cfg = ctx.cfg
     spec, prompts = persona_spec(), shipped_prompts()
@@ -489,7 +488,7 @@ def run(ctx) -> dict:
             return None
         return fixed or templates[rank[i] % len(templates)].format(persona=name)
 
-    requests = [(System(f"{h.name}|{r[0]}", h.model, h.adapter, system_prompt(r, i)), it)
+    requests = [(dataclasses.replace(h, name=f"{h.name}|{r[0]}", system_prompt=system_prompt(r, i)), it)
                 for h in ctx.systems for r in roles for i, it in enumerate(items)]
     tokens = min(cfg.harm_max_tokens, cfg.max_tokens)
     sampling = dataclasses.replace(ctx.sampling, max_tokens=tokens)

@@ -380,7 +380,7 @@ def distinctiveness(engines, systems: list, personas: dict, label: str | None, p
     ref = systems[0]
     prompted = [System(f"prompted:{n}", ref.model, system_prompt=persona_prompt(c, style), label=n)
                 for n, c in personas.items()]
-    trained = [System(s.name, s.model, s.adapter, label=label) for s in systems[1:]] if label else []
+    trained = [replace(s, label=label) for s in systems[1:]] if label else []  # keeps steering
     every = [ref, *prompted, *trained]
     texts = engines.generate([(s, s.request(p)) for s in every for p in prompts], sampling, label="role-id")
     rng = random.Random(seed)

@@ -6,8 +6,8 @@
     character run pipelines/demo.yaml --set train-dpo.beta=0.2      # one stage setting, without editing the file
     character run pipelines/demo.yaml --dry_run                    # print every stage's resolved config
 
-Stages, in order: prompts, teacher, student, dpo-data, train-dpo, reflection, interaction, sft-data, train-sft,
-merge, eval. Each writes `OUT/<constitution>/<stage>/` and reads the directories of the stages before it. A stage
+Stages, in order: prompts, teacher, student, steer (optional: `stages: {steer: {enabled: true}}`), dpo-data,
+train-dpo, reflection, interaction, sft-data, train-sft, merge, eval. Each writes `OUT/<constitution>/<stage>/` and reads the directories of the stages before it. A stage
 config is: the pipeline's `defaults` (for the stages that have such a field) + the wiring (model, constitution,
 seed, input and output directories) + the stage's own section under `stages:`. Each stage function skips itself
 when its output manifest matches its config hash and its inputs' hashes; so changing one stage's settings reruns
