@@ -159,9 +159,34 @@ class Root:
                 setattr(self, name, cmds.get(name, cmds) if name in cmds else cmds)
 
 
+def help_argv(argv: list[str], root) -> list[str]:
+    """`character eval apc --help` -> `character eval -- --help`.
+
+    A command built by `config.command` takes any flag (it names the unknown ones itself), so fire would hand it
+    `--help` as an option; and fire shows a command's help without running it only when `--help` follows `--` and
+    nothing but the path to the command comes before. So the path is kept and the rest replaced by `-- --help`.
+    """
+    head = argv[:argv.index("--")] if "--" in argv else argv
+    if not any(a in ("--help", "-h") for a in head):
+        return argv
+    component, path = root, []
+    for token in head:
+        if token.startswith("-"):
+            break
+        child = component.get(token) if isinstance(component, dict) else getattr(component, token, None)
+        if child is None:
+            break
+        path.append(token)
+        component = child
+        if callable(component):
+            break
+    return [*path, "--", "--help"]
+
+
 def main(argv: list[str] | None = None) -> None:
     import fire
 
-    if argv is not None:
-        sys.argv = ["character", *argv]
-    run_cli(lambda: fire.Fire(Root(), name="character"))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    root = Root()
+    sys.argv = ["character", *help_argv(argv, root)]
+    run_cli(lambda: fire.Fire(root, name="character"))

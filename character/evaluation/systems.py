@@ -120,12 +120,16 @@ class Engines:
         return cfg
 
     def get(self, model: str):
-        if self._model != model:
+        return self._open(model, self._config_for(model))
+
+    def _open(self, key: str, config):
+        """The generating engine under `key`, started from `config` after closing another one if need be."""
+        if self._model != key:
             self.close()
             from character.engine.base import make_engine
 
-            self._engine = make_engine(self._config_for(model))
-            self._model = model
+            self._engine = make_engine(config)
+            self._model = key
             self.starts += 1
         return self._engine
 
@@ -137,15 +141,7 @@ class Engines:
         backend = self.base_config.backend
         if backend == "hf" or (backend == "auto" and not vllm_available()):
             return self.get(model)
-        key = f"{model} (hf)"
-        if self._model != key:
-            self.close()
-            from character.engine.base import make_engine
-
-            self._engine = make_engine(dataclasses.replace(self._config_for(model), backend="hf"))
-            self._model = key
-            self.starts += 1
-        return self._engine
+        return self._open(f"{model} (hf)", dataclasses.replace(self._config_for(model), backend="hf"))
 
     def _serving(self, model: str, steer) -> tuple:
         """(engine, context) for a group of requests: a steered group runs on `hf` with its vector hooked in."""

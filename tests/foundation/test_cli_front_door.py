@@ -33,3 +33,17 @@ def test_models_list(cli):
 def test_unknown_alias_is_one_line(cli):
     r = cli("models", "prepare", "smollm-135m")
     assert r.returncode == 2 and "did you mean 'smollm2-135m'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_after_a_command_and_its_arguments_shows_help_and_runs_nothing(cli, tmp_path):
+    # fire hands --help to a command that takes any flag, which ran it (or failed on "unknown option --help")
+    missing = tmp_path / "nothing.yaml"
+    for args, title in ([("eval", "apc", "--help"), "character eval"],
+                        [("steer", "project", "--help"), "character steer project"],
+                        [("train", "dpo", "-h"), "character train dpo"],
+                        [("run", str(missing), "--out", str(tmp_path / "out"), "--help"), "character run"]):
+        r = cli(*args)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0 and f"{title} - " in out and "FLAGS" in out, (args, out)
+        assert "unknown option" not in out and "error:" not in out, (args, out)
+    assert not (tmp_path / "out").exists()
