@@ -312,6 +312,9 @@ def command(cls: type, run, summary: str, *, positional: tuple[str, ...] | str =
             flag = flag.replace("-", "_")
             name = aliases.get(flag, flag)
             if name in positional:
+                if _base_type(hints[name]) is str and not isinstance(value, str):
+                    # fire reads `a,b` as a tuple and `7` as a number; a text argument keeps what was typed
+                    value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
                 values[name] = value
                 continue
             if flag not in known:

@@ -29,7 +29,8 @@ from character.evaluation import suites as registry
 class EvalConfig(EngineConfig, Sampling):
     """Evaluate a base model, the base with adapters (one engine, multi-LoRA), or a merged model dir."""
 
-    suite: str = field("preferences", help=f"{', '.join(registry.SUITES)} or all")
+    suite: str = field("preferences", help=f"{', '.join(registry.SUITES)}; several comma-separated (one report), "
+                                           "or all")
     adapter: list[str] = field(help="PEFT adapter dirs served on top of --model (repeat --adapter or comma-separate)",
                                factory=list)
     baseline: str | None = field(None, help="another full model to compare against (e.g. the base of a merged "
@@ -142,9 +143,7 @@ class EvalConfig(EngineConfig, Sampling):
             super().__post_init__()
         except ValueError as e:
             problems.append(str(e))
-        if self.suite not in registry.CHOICES:
-            problems.append(f"'suite': must be one of {', '.join(registry.CHOICES)}"
-                            f"{suggest(self.suite, registry.CHOICES)}")
+        problems += registry.choice_problems(self.suite)
         for name in ("comparisons", "bootstrap", "classifier_prompts", "robustness_prompts", "coherence_prompts"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")

@@ -195,6 +195,22 @@ def _items(cfg) -> list[str]:
     return [cfg.data] if isinstance(cfg.data, str) else list(cfg.data or [])
 
 
+def names_of(choice: str) -> list[str]:
+    """The suite names in a SUITE argument: one name, several comma-separated, or `all`."""
+    return [n.strip() for n in str(choice).split(",") if n.strip()]
+
+
+def choice_problems(choice: str) -> list[str]:
+    """Names in a SUITE argument that are no suite (`all` only alone)."""
+    names = names_of(choice)
+    if not names:
+        return [f"'suite': give one of {', '.join(CHOICES)}, or several comma-separated"]
+    if "all" in names and len(names) > 1:
+        return ["'suite': all runs every suite; give it alone"]
+    return [f"'suite' {n}: must be one of {', '.join(CHOICES)}{suggest(n, CHOICES)}" for n in names
+            if n not in CHOICES]
+
+
 def _data(cfg) -> dict[str, str]:
     out = {}
     for item in _items(cfg):
@@ -202,7 +218,7 @@ def _data(cfg) -> dict[str, str]:
         if eq and name in SUITES:
             out[name] = path
         else:  # a bare path: the one suite that runs
-            out[cfg.suite] = str(item)
+            out[names_of(cfg.suite)[0]] = str(item)
     return out
 
 
@@ -213,8 +229,8 @@ def data_problems(cfg) -> list[str]:
         name, eq, _ = str(item).partition("=")
         if eq and name not in SUITES and not name.startswith(("/", ".", "~")):
             problems.append(f"'data' {item}: no suite is called '{name}'{suggest(name, SUITES)}")
-        elif not (eq and name in SUITES) and cfg.suite == "all":
-            problems.append(f"'data' {item}: with suite all, say which suite reads it (--data SUITE=PATH)")
+        elif not (eq and name in SUITES) and (cfg.suite == "all" or len(names_of(cfg.suite)) > 1):
+            problems.append(f"'data' {item}: with suite {cfg.suite}, say which suite reads it (--data SUITE=PATH)")
     return problems
 
 
@@ -238,10 +254,12 @@ def section_of(name: str) -> str:
 
 
 def selected(choice: str, cfg=None) -> list[str]:
-    """The suites that `character eval CHOICE` runs, in registry order. `all` without a persona (no
-    --constitution, no --data for the suite) leaves out the suites that measure one, and says so."""
+    """The suites that `character eval CHOICE` runs, in registry order: one, several comma-separated (their
+    sections in one report), or `all`. `all` without a persona (no --constitution, no --data for the suite) leaves
+    out the suites that measure one, and says so."""
     if choice != "all":
-        return [choice]
+        chosen = set(names_of(choice))
+        return [n for n in SUITES if n in chosen]
     names = list(SUITES)
     if cfg is not None and not getattr(cfg, "constitution", None):
         skipped = [n for n in names if SUITES[n].needs_persona and suite_data(cfg, n) is None]

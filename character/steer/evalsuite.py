@@ -32,9 +32,11 @@ def active(cfg) -> list:
 
 def suites_for(cfg, suites: list[str]) -> list[str]:
     """The suites to run: `steering` joins when a vector is given and leaves `all` when none is."""
+    from character.evaluation.suites import names_of
+
     steering = bool(cfg.steer) and bool(active(cfg))
     rest = [s for s in suites if s != "steering"]
-    if cfg.suite == "steering" and not steering:
+    if "steering" in names_of(cfg.suite) and not steering:  # asked for by name, not as part of `all`
         raise CharacterError("steering: give --steer DIR (a `character steer build` directory)")
     return rest + ["steering"] if steering else rest
 

@@ -20,6 +20,9 @@ def test_help_lists_options(cli):
     (["preferences", "--model", "tiny-random-llama", "--adapter", "/nonexistent/adapter"], "directory not found"),
     (["robustness", "--model", "tiny-random-llama", "--suffixes", "stop_roleplai"], "did you mean 'stop_roleplay'"),
     (["preferences", "--model", "tiny-random-llama", "--judge", "gpt"], "must be one of"),
+    (["preferences,robustnes", "--model", "tiny-random-llama"], "did you mean 'robustness'"),
+    (["all,apc", "--model", "tiny-random-llama"], "give it alone"),
+    (["preferences,robustness", "--model", "tiny-random-llama", "--data", "x.csv"], "say which suite reads it"),
 ])
 def test_bad_input_is_one_line_exit_2(cli, args, needle):
     r = cli("eval", *args, timeout=120)
@@ -65,3 +68,13 @@ def test_another_suites_options_do_not_change_the_hash():
     assert "roleid_prompts" in skip and "comparisons" not in skip and not any(s.startswith("preferences") for s in skip)
     assert config_hash(a, skip) == config_hash(b, skip) and config_hash(a) != config_hash(b)
     assert "roleid_prompts" not in others_options(a, list(SUITES))  # `all` hashes every option
+
+
+def test_several_suites_comma_separated_run_in_registry_order():
+    from character.evaluation.suites import selected
+
+    cfg = load(EvalConfig, None, suite="robustness, preferences", model="tiny-random-llama")
+    assert selected(cfg.suite, cfg) == ["preferences", "robustness"]
+    assert selected("apc", cfg) == ["apc"]
+    cfg = load(EvalConfig, None, suite="preferences,apc", data=["apc=statement/"], model="tiny-random-llama")
+    assert cfg.data_for("apc") == "statement/" and cfg.data_for("preferences") is None
