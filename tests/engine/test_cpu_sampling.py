@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("vllm")  # imported below at import time, before the marker is read
 pytestmark = pytest.mark.vllm
 
 
