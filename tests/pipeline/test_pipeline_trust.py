@@ -1,6 +1,8 @@
 """The trust checks through a whole pipeline (tiny.yaml, about a minute): a new constitution that is not shipped
 and has no eval_traits gets its marked traits from its own DPO data, never two opposites; the report opens with
-the contamination count (0: the evaluation set is held out) and the teacher's separation."""
+the contamination count (0: the evaluation set is held out) and the teacher's separation. The optional steer stage
+is on, so the same run builds a vector from the pipeline's own teacher and student answers and the eval puts
+prompted, steered and trained side by side."""
 
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ traits:
 def test_new_constitution_gets_marked_traits_from_its_data(tmp_path, cli):
     path = tmp_path / "steady.yaml"
     path.write_text(CALM)
-    r = cli("run", "pipelines/tiny.yaml", "--constitution", str(path), "--out", tmp_path / "run")
+    r = cli("run", "pipelines/tiny.yaml", "--constitution", str(path), "--out", tmp_path / "run",
+            "--set", "steer.enabled=true")
     assert r.returncode == 0, r.stderr[-3000:]
     eval_dir = tmp_path / "run" / "steady" / "eval"
     res = json.loads((eval_dir / "results.json").read_text())
@@ -47,3 +50,7 @@ def test_new_constitution_gets_marked_traits_from_its_data(tmp_path, cli):
     assert "Teacher separation" in head
     if sep.get("checked"):
         assert f"{sep['classifier']['accuracy']:.2f}" in head
+    steer = json.loads((tmp_path / "run" / "steady" / "steer" / "manifest.json").read_text())
+    assert steer["status"] == "complete" and steer["source"] == "pipeline" and steer["counts"]["pairs"] > 0
+    assert sorted(res["steering"]["kinds"].values()) == ["prompted", "steered", "trained"]
+    assert "## Steering: prompted vs steered vs trained" in (eval_dir / "report.md").read_text()
