@@ -563,7 +563,8 @@ def report_section(sec: dict, results: dict) -> list[str]:
          f"tokens). HDS = variance of a metric's pass rate across the {len(sec['personas'])} personas, as the "
          "paper computes it; macro HDS = its mean over the metrics. In brackets: the HDS with the inflation that "
          "few items' sampling noise adds taken out (bias-corrected by the bootstrap) and its 95% basic bootstrap "
-         "interval over items; p = permutation p-value (personas shuffled within items).", "", "Scorers, accuracy on evals/harm/labelled.jsonl:", ""]
+         "interval over items; p = permutation p-value (personas shuffled within items).", "",
+         "Scorers, accuracy on evals/harm/labelled.jsonl:", ""]
     for task, a in sec["scorers"].items():
         L.append(f"- {task} (`{a['scorer']}`): {a['accuracy']:.2f} {_ci(a['ci95'])} over {a['cases']} replies, "
                  f"chance {a['chance']:.2f}; {a['method']}.")

@@ -144,6 +144,7 @@ class EvalConfig(EngineConfig, Sampling):
         except ValueError as e:
             problems.append(str(e))
         problems += registry.choice_problems(self.suite)
+        self.suite = ",".join(registry.names_of(self.suite))  # one spelling: `all` and names compare as typed
         for name in ("comparisons", "bootstrap", "classifier_prompts", "robustness_prompts", "coherence_prompts"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")

@@ -75,6 +75,7 @@ def test_several_suites_comma_separated_run_in_registry_order():
 
     cfg = load(EvalConfig, None, suite="robustness, preferences", model="tiny-random-llama")
     assert selected(cfg.suite, cfg) == ["preferences", "robustness"]
+    assert load(EvalConfig, None, suite=" all", model="tiny-random-llama").suite == "all"  # not an empty selection
     assert selected("apc", cfg) == ["apc"]
     cfg = load(EvalConfig, None, suite="preferences,apc", data=["apc=statement/"], model="tiny-random-llama")
     assert cfg.data_for("apc") == "statement/" and cfg.data_for("preferences") is None
